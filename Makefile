@@ -1,0 +1,59 @@
+# Two commands do all the set-up on a fresh machine:
+#   make book   builds the HTML book into _build/html (installs what it needs first)
+#   make test   runs every test (installs what it needs first)
+# Without an active virtual environment both create .venv/ here. The CPU build
+# of torch 2.13.0 is installed only when no torch is importable, and never
+# upgraded: an unpinned torch would pull a multi-GB CUDA build.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ifdef VIRTUAL_ENV
+PYTHON := python
+else
+PYTHON := .venv/bin/python
+endif
+# One stamp per interpreter, so switching environments re-installs.
+STAMP := .make/installed-$(shell echo "$(VIRTUAL_ENV)" | md5sum | cut -c1-8)
+BOOK_JS := book/_vendor/.stamp
+
+.PHONY: help install test test-lib test-book book vendor lint clean
+
+help:
+	@echo "make book   build the HTML book into _build/html"
+	@echo "make test   run every test (library tests, then the notebooks with nbval)"
+	@echo "make lint   ruff over the library and tests"
+
+$(STAMP): pyproject.toml
+	@if [ -z "$$VIRTUAL_ENV" ] && [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==2.13.0"
+	$(PYTHON) -m pip install --quiet -e ".[book,test,dev]"
+	@mkdir -p .make && touch $@
+
+install: $(STAMP)
+
+test: install
+	$(PYTHON) -m pytest tests/
+	$(PYTHON) -m pytest --nbval book/ --sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
+
+test-lib: install
+	$(PYTHON) -m pytest tests/
+
+test-book: install
+	$(PYTHON) -m pytest --nbval book/ --sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
+
+# MathJax and the ipywidgets HTML manager, pinned, copied from npm so the
+# built pages need no CDN.
+$(BOOK_JS): scripts/vendor_js.sh
+	bash scripts/vendor_js.sh book/_vendor
+	@touch $@
+
+vendor: $(BOOK_JS)
+
+book: install $(BOOK_JS)
+	$(PYTHON) -m jupyter_book build . --builder html -W -n --keep-going
+
+lint: install
+	$(PYTHON) -m ruff check diffusion_core tests
+
+clean:
+	rm -rf _build .make .jupyter_cache book/_vendor

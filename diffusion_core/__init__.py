@@ -1,0 +1,27 @@
+"""diffusion_core: denoising diffusion models (DDPM and what came after), small and tested.
+
+The math lives in `schedules`, `distributions`, `diffusion` and `sampling`;
+networks in `models`; data, training and evaluation in their own modules.
+"""
+
+from .diffusion import GaussianDiffusion, mean_flat
+from .distributions import discretized_gaussian_log_likelihood, normal_kl
+from .sampling import Trajectory, sample_ddim, sample_ddpm, sample_strided
+from .schedules import Schedule, make_schedule, respace, schedule_from_betas, space_timesteps
+
+__all__ = [
+    "GaussianDiffusion",
+    "Schedule",
+    "Trajectory",
+    "discretized_gaussian_log_likelihood",
+    "make_schedule",
+    "mean_flat",
+    "normal_kl",
+    "respace",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_strided",
+    "schedule_from_betas",
+    "space_timesteps",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,312 @@
+"""`GaussianDiffusion`: the forward process, its posterior, the reverse model's
+Gaussian, the training losses and the variational bound in bits/dim.
+
+Equation numbers refer to DDPM (Ho et al. 2020) unless "iDDPM" (Nichol &
+Dhariwal 2021) is named. Timesteps are 0-based: index t is the paper's t+1, so
+the paper's L_0 (the decoder) is at index 0 and L_T (the prior) follows index T-1.
+
+`model(x_t, t)` is any callable taking a batch (B, C, ...) and integer
+timesteps (B,) and returning ε̂ with C channels, or ε̂ and a variance
+interpolation value v with 2C channels (`model_var="learned_range"`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ._checks import check_batched, check_float, check_in_unit_range, check_same_shape, check_timesteps
+from .distributions import discretized_gaussian_log_likelihood, normal_kl
+from .schedules import Schedule, respace, space_timesteps
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MODEL_VARS = ("fixed_small", "fixed_large", "learned_range")
+LOSS_TYPES = ("simple", "vlb", "hybrid")
+
+
+def extract(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """table[t] shaped (B, 1, ..., 1) to broadcast against `like` (B, ...), in like's dtype."""
+    out = table.to(like.device)[t].to(like.dtype)
+    return out.reshape(t.shape[0], *([1] * (like.dim() - 1)))
+
+
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the batch: (B, ...) -> (B,)."""
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+class GaussianDiffusion:
+    """Gaussian diffusion with a fixed schedule (DDPM) and its variational bound.
+
+    model_var: the reverse variance Σ_θ(x_t, t) = σ_t² I.
+        "fixed_small"   σ_t² = β̃_t (the posterior variance; DDPM's lower bound choice)
+        "fixed_large"   σ_t² = β_t (with β̃_1 at t = 0, so the decoder is not too wide)
+        "learned_range" log σ_t² = v log β_t + (1 - v) log β̃_t, v = (model output + 1)/2 (iDDPM eq. 15)
+    num_levels: grey levels of the data, for the discrete decoder L_0 (256 for
+        8-bit images, 17 for sklearn digits).
+    timestep_map: the model's timestep for each of this process's steps; a
+        respaced process (`respaced`) calls the model with the original timesteps.
+    """
+
+    def __init__(self, schedule: Schedule, model_var: str = "fixed_small", num_levels: int = 256,
+                 timestep_map: torch.Tensor | None = None):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a Schedule (see make_schedule), got {type(schedule).__name__}")
+        if model_var not in MODEL_VARS:
+            raise ValueError(f"model_var must be one of {MODEL_VARS}, got {model_var!r}")
+        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
+            raise ValueError(f"num_levels must be an int >= 2, got {num_levels!r}")
+        self.schedule = schedule
+        self.model_var = model_var
+        self.num_levels = num_levels
+        self.timestep_map = torch.arange(schedule.T) if timestep_map is None else timestep_map.long()
+        if self.timestep_map.shape != (schedule.T,):
+            raise ValueError(f"timestep_map must have shape (T,) = ({schedule.T},), "
+                             f"got {tuple(self.timestep_map.shape)}")
+
+    @property
+    def T(self) -> int:
+        return self.schedule.T
+
+    @property
+    def learns_variance(self) -> bool:
+        return self.model_var == "learned_range"
+
+    def __repr__(self) -> str:
+        return (f"GaussianDiffusion(T={self.T}, model_var={self.model_var!r}, "
+                f"num_levels={self.num_levels})")
+
+    def respaced(self, num_steps: int) -> GaussianDiffusion:
+        """The same process on `num_steps` evenly strided timesteps (iDDPM section 4)."""
+        kept = space_timesteps(self.T, num_steps)
+        return GaussianDiffusion(respace(self.schedule, kept), self.model_var, self.num_levels,
+                                 timestep_map=self.timestep_map[kept])
+
+    # ---- checks at the public boundary -------------------------------------------------
+
+    def _check_x_t(self, x: torch.Tensor, t: torch.Tensor, name: str = "x0") -> torch.Tensor:
+        check_float(x, name)
+        check_batched(x, name)
+        return check_timesteps(t, self.T, batch=x.shape[0])
+
+    # ---- the forward process q ----------------------------------------------------------
+
+    def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q(x_t | x_0) = N(√ᾱ_t x_0, (1 - ᾱ_t) I) (eq. 4): (mean, variance, log variance)."""
+        t = self._check_x_t(x0, t)
+        s = self.schedule
+        mean = extract(s.sqrt_alphas_cumprod, t, x0) * x0
+        variance = extract(1.0 - s.alphas_cumprod, t, x0).expand_as(x0)
+        log_variance = extract(torch.log1p(-s.alphas_cumprod), t, x0).expand_as(x0)
+        return mean, variance, log_variance
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """A draw from q(x_t | x_0): x_t = √ᾱ_t x_0 + √(1 - ᾱ_t) ε, ε ~ N(0, I)."""
+        t = self._check_x_t(x0, t)
+        if noise is None:
+            noise = torch.randn_like(x0)
+        check_float(noise, "noise")
+        check_same_shape(noise, x0, "noise", "x0")
+        s = self.schedule
+        return extract(s.sqrt_alphas_cumprod, t, x0) * x0 + extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+
+    def q_posterior_mean_variance(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I) (eq. 6-7): (mean, variance, clipped log variance)."""
+        t = self._check_x_t(x0, t)
+        check_float(x_t, "x_t")
+        check_same_shape(x_t, x0, "x_t", "x0")
+        return self._posterior(x0, x_t, t)
+
+    def _posterior(self, x0, x_t, t):
+        s = self.schedule
+        mean = extract(s.posterior_mean_coef1, t, x_t) * x0 + extract(s.posterior_mean_coef2, t, x_t) * x_t
+        variance = extract(s.posterior_variance, t, x_t).expand_as(x_t)
+        log_variance = extract(s.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
+        return mean, variance, log_variance
+
+    # ---- conversions between ε, x_0 and the posterior mean -------------------------------
+
+    def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Invert eq. 4: x_0 = (x_t - √(1 - ᾱ_t) ε) / √ᾱ_t."""
+        s = self.schedule
+        return (x_t - extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.sqrt_alphas_cumprod, t, x_t)
+
+    def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """Solve eq. 4 for the noise: ε = (x_t - √ᾱ_t x_0) / √(1 - ᾱ_t)."""
+        s = self.schedule
+        return (x_t - extract(s.sqrt_alphas_cumprod, t, x_t) * x0) / extract(s.sqrt_one_minus_alphas_cumprod, t, x_t)
+
+    def mean_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Eq. 11: μ_θ = 1/√α_t · (x_t - β_t/√(1 - ᾱ_t) · ε̂); equals μ̃_t(x̂_0(ε̂), x_t)."""
+        s = self.schedule
+        coef = extract(s.betas / s.sqrt_one_minus_alphas_cumprod, t, x_t)
+        return (x_t - coef * eps) / extract(s.alphas.sqrt(), t, x_t)
+
+    # ---- the reverse process p_θ ----------------------------------------------------------
+
+    def model_output(self, model: Model, x_t: torch.Tensor, t: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Call the model with its own timesteps; split ε̂ and v: ((B, C, ...), (B, C, ...) or None)."""
+        out = model(x_t, self.timestep_map.to(t.device)[t])
+        C = x_t.shape[1]
+        want = 2 * C if self.learns_variance else C
+        if not isinstance(out, torch.Tensor) or out.shape != (x_t.shape[0], want, *x_t.shape[2:]):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model output must have shape {(x_t.shape[0], want, *x_t.shape[2:])} "
+                             f"(model_var={self.model_var!r}), got {got}")
+        out = out.to(x_t.dtype)
+        if self.learns_variance:
+            eps, v = out.split(C, dim=1)
+            return eps, v
+        return out, None
+
+    def reverse_log_variance(self, v: torch.Tensor | None, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """log σ_t² of p_θ(x_{t-1} | x_t), shaped like `like`."""
+        s = self.schedule
+        if self.model_var == "fixed_small":
+            return extract(s.posterior_log_variance_clipped, t, like).expand_as(like)
+        log_large = torch.log(torch.cat([s.posterior_variance[1:2], s.betas[1:]])) if self.T > 1 \
+            else torch.log(s.betas)
+        if self.model_var == "fixed_large":
+            return extract(log_large, t, like).expand_as(like)
+        frac = (v + 1.0) / 2.0  # iDDPM eq. 15, v from the network mapped to [0, 1]
+        return frac * extract(torch.log(s.betas), t, like) + \
+            (1.0 - frac) * extract(s.posterior_log_variance_clipped, t, like)
+
+    def p_mean_variance(self, model: Model, x_t: torch.Tensor, t: torch.Tensor,
+                        clip_denoised: bool = True) -> dict[str, torch.Tensor]:
+        """p_θ(x_{t-1} | x_t) = N(μ_θ, σ_t² I), with μ_θ = μ̃_t(x̂_0, x_t).
+
+        x̂_0 is computed from ε̂ and, if `clip_denoised`, clipped to [-1, 1]
+        (the data range; this keeps early samples from drifting). Returns a dict
+        with mean, variance, log_variance, pred_x0, eps, all shaped like x_t.
+        """
+        t = self._check_x_t(x_t, t, name="x_t")
+        eps, v = self.model_output(model, x_t, t)
+        log_variance = self.reverse_log_variance(v, t, x_t)
+        pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+        mean, _, _ = self._posterior(pred_x0, x_t, t)
+        return {"mean": mean, "variance": log_variance.exp(), "log_variance": log_variance,
+                "pred_x0": pred_x0, "eps": eps}
+
+    # ---- the variational bound, in bits per dimension --------------------------------------
+
+    def prior_bpd(self, x0: torch.Tensor) -> torch.Tensor:
+        """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in bits/dim: (B,).
+
+        It has no parameters: with a fixed schedule it is a constant of the data.
+        """
+        t = torch.full((x0.shape[0],), self.T - 1, dtype=torch.long, device=x0.device)
+        mean, _, log_variance = self.q_mean_variance(x0, t)
+        kl = normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(mean))
+        return mean_flat(kl) / math.log(2.0)
+
+    def vb_terms_bpd(self, model: Model, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                     clip_denoised: bool = True, detach_mean: bool = False) -> dict[str, torch.Tensor]:
+        """One term of the bound per example, in bits/dim: (B,).
+
+        t > 0: L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_θ(x_{t-1} | x_t))  (eq. 5)
+        t = 0: L_0 = -log p_θ(x_0 | x_1), the discrete decoder             (eq. 13)
+        `detach_mean` stops the gradient through μ_θ (iDDPM's hybrid loss trains
+        only the variance with this term).
+        """
+        t = self._check_x_t(x0, t)
+        check_float(x_t, "x_t")
+        check_same_shape(x_t, x0, "x_t", "x0")
+        true_mean, _, true_log_variance = self._posterior(x0, x_t, t)
+        out = self.p_mean_variance(_Detached(model) if detach_mean else model, x_t, t,
+                                   clip_denoised=clip_denoised)
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]))
+        decoder_nll = torch.zeros_like(kl)
+        first = t == 0
+        if bool(first.any()):
+            check_in_unit_range(x0[first], "x0")
+            ll = discretized_gaussian_log_likelihood(x0[first], out["mean"][first],
+                                                     0.5 * out["log_variance"][first], self.num_levels)
+            decoder_nll[first] = -mean_flat(ll)
+        bpd = torch.where(first, decoder_nll, kl) / math.log(2.0)
+        return {"output": bpd, "pred_x0": out["pred_x0"]}
+
+    def training_losses(self, model: Model, x0: torch.Tensor, t: torch.Tensor,
+                        noise: torch.Tensor | None = None, loss_type: str = "simple",
+                        hybrid_lambda: float = 1e-3) -> dict[str, torch.Tensor]:
+        """Per-example losses (B,) for a batch at timesteps t.
+
+        "simple": L_simple = ‖ε - ε̂(x_t, t)‖² averaged over dimensions (eq. 14).
+            With learned variances it adds the hybrid term below (the variance
+            has nothing else to learn from).
+        "hybrid": L_simple + λ · L_vlb with the mean's gradient stopped in L_vlb
+            (iDDPM eq. 16). L_vlb is estimated from this t as T · L_t, each term
+            in bits/dim, so λ T = 1 at T = 1000 and λ = 0.001.
+        "vlb": T · L_t, an unbiased one-sample estimate of the whole bound.
+        Returns a dict with "loss", "mse" and, when used, "vb" (the term L_t).
+        """
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        t = self._check_x_t(x0, t)
+        if noise is None:
+            noise = torch.randn_like(x0)
+        x_t = self.q_sample(x0, t, noise)
+        terms: dict[str, torch.Tensor] = {}
+        if loss_type == "vlb":
+            terms["vb"] = self.vb_terms_bpd(model, x0, x_t, t)["output"]
+            terms["loss"] = terms["vb"] * self.T
+            return terms
+        eps, v = self.model_output(model, x_t, t)
+        terms["mse"] = mean_flat((noise - eps) ** 2)
+        terms["loss"] = terms["mse"]
+        if loss_type == "hybrid" or self.learns_variance:
+            # Re-use this forward pass: the vb term sees ε̂ detached and v live.
+            frozen = torch.cat([eps.detach(), v], dim=1) if v is not None else eps.detach()
+            terms["vb"] = self.vb_terms_bpd(lambda *_: frozen, x0, x_t, t)["output"]
+            terms["loss"] = terms["loss"] + hybrid_lambda * self.T * terms["vb"]
+        return terms
+
+    @torch.no_grad()
+    def calc_bpd_loop(self, model: Model, x0: torch.Tensor, clip_denoised: bool = True,
+                      progress: bool = False, generator: torch.Generator | None = None
+                      ) -> dict[str, torch.Tensor]:
+        """The whole bound for each example: L_T + Σ_{t≥1} L_{t-1} + L_0, in bits/dim.
+
+        Every term is evaluated at one draw x_t ~ q(x_t | x_0) per t (the KL
+        terms are exact given x_t). Returns total_bpd (B,), prior_bpd (B,),
+        vb (B, T) and mse (B, T) of ε̂.
+        """
+        check_float(x0, "x0")
+        check_batched(x0, "x0")
+        check_in_unit_range(x0, "x0")
+        B = x0.shape[0]
+        vb = x0.new_zeros(B, self.T)
+        mse = x0.new_zeros(B, self.T)
+        for i in tqdm(range(self.T - 1, -1, -1), desc="bits/dim", disable=not progress, leave=False):
+            t = torch.full((B,), i, dtype=torch.long, device=x0.device)
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            x_t = self.q_sample(x0, t, noise)
+            vb[:, i] = self.vb_terms_bpd(model, x0, x_t, t, clip_denoised=clip_denoised)["output"]
+            eps, _ = self.model_output(model, x_t, t)
+            mse[:, i] = mean_flat((eps - noise) ** 2)
+        prior = self.prior_bpd(x0)
+        return {"total_bpd": vb.sum(dim=1) + prior, "prior_bpd": prior, "vb": vb, "mse": mse}
+
+
+class _Detached:
+    """Wraps a model so that ε̂ carries no gradient while v still does."""
+
+    def __init__(self, model: Model):
+        self.model = model
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.model(x_t, t)
+        C = x_t.shape[1]
+        if out.shape[1] == 2 * C:
+            eps, v = out.split(C, dim=1)
+            return torch.cat([eps.detach(), v], dim=1)
+        return out.detach()
