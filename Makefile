@@ -8,15 +8,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 ifdef VIRTUAL_ENV
-PYTHON := python
+BIN :=
 else
-PYTHON := .venv/bin/python
+BIN := .venv/bin/
 endif
+PYTHON := $(BIN)python
 # One stamp per interpreter, so switching environments re-installs.
 STAMP := .make/installed-$(shell echo "$(VIRTUAL_ENV)" | md5sum | cut -c1-8)
 BOOK_JS := book/_vendor/.stamp
 
-.PHONY: help install test test-lib test-book book vendor lint clean
+.PHONY: help install test test-lib test-book book vendor check-html lint clean
 
 help:
 	@echo "make book   build the HTML book into _build/html"
@@ -33,24 +34,31 @@ install: $(STAMP)
 
 test: install
 	$(PYTHON) -m pytest tests/
-	$(PYTHON) -m pytest --nbval book/ --sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
+	$(PYTHON) -m pytest --nbval book/ --nbval-sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
 
 test-lib: install
 	$(PYTHON) -m pytest tests/
 
 test-book: install
-	$(PYTHON) -m pytest --nbval book/ --sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
+	$(PYTHON) -m pytest --nbval book/ --nbval-sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
 
 # MathJax and the ipywidgets HTML manager, pinned, copied from npm so the
 # built pages need no CDN.
-$(BOOK_JS): scripts/vendor_js.sh
+$(BOOK_JS): scripts/vendor_js.sh book/widgets-setup.js
 	bash scripts/vendor_js.sh book/_vendor
 	@touch $@
 
 vendor: $(BOOK_JS)
 
 book: install $(BOOK_JS)
-	$(PYTHON) -m jupyter_book build . --builder html -W -n --keep-going
+	$(BIN)jupyter-book build . --builder html -W -n --keep-going --all
+
+# The built book in headless Chromium (Debian's package), network blocked:
+# math typeset, no error outputs, no broken links, every t-scrubber works.
+check-html: install
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@[ -d scripts/node_modules/playwright-core ] || npm ci --prefix scripts --no-audit --no-fund
+	REQUIRE_BOOK_HTML=1 $(PYTHON) -m pytest tests/test_book_html.py -v
 
 lint: install
 	$(PYTHON) -m ruff check diffusion_core tests

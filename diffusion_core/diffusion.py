@@ -188,6 +188,9 @@ class GaussianDiffusion:
         with mean, variance, log_variance, pred_x0, eps, all shaped like x_t.
         """
         t = self._check_x_t(x_t, t, name="x_t")
+        return self._p_mean_variance(model, x_t, t, clip_denoised)
+
+    def _p_mean_variance(self, model, x_t, t, clip_denoised):
         eps, v = self.model_output(model, x_t, t)
         log_variance = self.reverse_log_variance(v, t, x_t)
         pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
@@ -222,8 +225,7 @@ class GaussianDiffusion:
         check_float(x_t, "x_t")
         check_same_shape(x_t, x0, "x_t", "x0")
         true_mean, _, true_log_variance = self._posterior(x0, x_t, t)
-        out = self.p_mean_variance(_Detached(model) if detach_mean else model, x_t, t,
-                                   clip_denoised=clip_denoised)
+        out = self._p_mean_variance(_Detached(model) if detach_mean else model, x_t, t, clip_denoised)
         kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]))
         decoder_nll = torch.zeros_like(kl)
         first = t == 0

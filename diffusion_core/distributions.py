@@ -20,7 +20,7 @@ def _broadcast(*tensors: torch.Tensor, names: tuple[str, ...]) -> None:
     try:
         torch.broadcast_shapes(*(t.shape for t in tensors))
     except RuntimeError:
-        shapes = ", ".join(f"{n}={tuple(t.shape)}" for n, t in zip(names, tensors))
+        shapes = ", ".join(f"{n}={tuple(t.shape)}" for n, t in zip(names, tensors, strict=True))
         raise ValueError(f"shapes do not broadcast: {shapes}") from None
 
 
@@ -38,7 +38,7 @@ def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor,
         raise TypeError("normal_kl needs at least one torch.Tensor argument")
     args = [a if isinstance(a, torch.Tensor) else torch.tensor(float(a), dtype=ref.dtype)
             for a in args]
-    for a, n in zip(args, names):
+    for a, n in zip(args, names, strict=True):
         check_float(a, n)
     _broadcast(*args, names=names)
     mean1, logvar1, mean2, logvar2 = args

@@ -40,14 +40,14 @@ def ddim_sigma(diffusion: GaussianDiffusion, t: torch.Tensor, like: torch.Tensor
 
 
 def _ancestral_step(diffusion, model, x, t, generator, clip_denoised, eta):
-    out = diffusion.p_mean_variance(model, x, t, clip_denoised=clip_denoised)
+    out = diffusion._p_mean_variance(model, x, t, clip_denoised)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     nonzero = (t > 0).to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))  # no noise at the last step
     return out["mean"] + nonzero * (0.5 * out["log_variance"]).exp() * noise, out["pred_x0"]
 
 
 def _ddim_step(diffusion, model, x, t, generator, clip_denoised, eta):
-    out = diffusion.p_mean_variance(model, x, t, clip_denoised=clip_denoised)
+    out = diffusion._p_mean_variance(model, x, t, clip_denoised)
     # Re-derive ε̂ from the (possibly clipped) x̂_0 so the two stay consistent.
     eps = diffusion.predict_eps_from_x0(x, t, out["pred_x0"])
     acp_prev = extract(diffusion.schedule.alphas_cumprod_prev, t, x)

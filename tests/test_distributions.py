@@ -67,7 +67,8 @@ def levels(L):
 @pytest.mark.parametrize("mean,log_scale", [(0.0, -1.0), (0.37, -3.0), (-0.9, 0.5), (5.0, -2.0), (0.1, -9.0)])
 def test_discretized_probabilities_sum_to_one(L, mean, log_scale):
     x = levels(L)
-    lp = discretized_gaussian_log_likelihood(x, torch.full_like(x, mean), torch.tensor(log_scale, dtype=torch.float64), L)
+    log_scale = torch.tensor(log_scale, dtype=torch.float64)
+    lp = discretized_gaussian_log_likelihood(x, torch.full_like(x, mean), log_scale, L)
     assert torch.logsumexp(lp, 0).item() == pytest.approx(0.0, abs=1e-9)
 
 

@@ -1,0 +1,75 @@
+"""The whole variational bound, checked against a likelihood we know exactly.
+
+Data: a discretised Gaussian on 17 levels (like sklearn's digits). Its exact
+NLL is a direct sum over levels. With the exact denoiser for this data,
+E[ε | x_t] (a softmax over the 17 levels, no training), `calc_bpd_loop` is a
+true upper bound of the data's NLL that must close in on it as T grows.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from diffusion_core import GaussianDiffusion, make_schedule
+
+L, MU, SIGMA = 17, 0.1, 0.35
+LEVELS = torch.linspace(-1, 1, L, dtype=torch.float64)
+_edges = np.concatenate([[-np.inf], LEVELS[:-1].numpy() + 1 / (L - 1), [np.inf]])
+PROBS = torch.tensor(np.diff(norm.cdf(_edges, MU, SIGMA)))
+
+
+def exact_denoiser(diffusion):
+    """ε̂(x_t, t) = (x_t - √ᾱ_t E[x_0 | x_t]) / √(1 - ᾱ_t), with the posterior over levels."""
+    acp = diffusion.schedule.alphas_cumprod
+
+    def model(x, t):
+        a = acp[t].sqrt().view(-1, 1)
+        b = (1 - acp[t]).sqrt().view(-1, 1)
+        logits = PROBS.log().view(1, -1) - 0.5 * ((x - a * LEVELS.view(1, -1)) / b) ** 2
+        x0_mean = (torch.softmax(logits, dim=1) * LEVELS).sum(1, keepdim=True)
+        return (x - a * x0_mean) / b
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    idx = torch.multinomial(PROBS, 1000, replacement=True, generator=g)
+    return LEVELS[idx].view(-1, 1), -torch.log2(PROBS[idx])  # x0 (N, 1), exact NLL in bits (N,)
+
+
+@pytest.fixture(scope="module")
+def bounds(data):
+    x0, _ = data
+    out = {}
+    for T in (100, 1000):
+        d = GaussianDiffusion(make_schedule("linear", T), num_levels=L)
+        out[T] = d.calc_bpd_loop(exact_denoiser(d), x0, clip_denoised=False,
+                                 generator=torch.Generator().manual_seed(1))
+    return out
+
+
+def test_total_is_prior_plus_every_term(bounds):
+    for r in bounds.values():
+        assert torch.allclose(r["total_bpd"], r["prior_bpd"] + r["vb"].sum(1))
+        assert torch.all(r["vb"][:, 1:] >= 0)  # KL terms
+
+
+def test_bound_is_above_the_exact_nll_and_closes_in_as_T_grows(bounds, data):
+    _, nll = data
+    gaps = {}
+    for T, r in bounds.items():
+        diff = r["total_bpd"] - nll  # paired per example: same x0
+        gap, se = diff.mean().item(), diff.std().item() / math.sqrt(len(diff))
+        assert gap > -4 * se, (T, gap, se)  # a bound: never significantly below the NLL
+        gaps[T] = gap
+    # Measured here: gap ≈ 1.8 bits at T=100, ≈ 0.25 at T=1000 (0.05 at T=4000).
+    assert gaps[1000] < 0.5 * gaps[100]
+    assert gaps[1000] < 0.35
+
+
+def test_prior_term_is_negligible_for_the_ddpm_schedule(bounds):
+    assert bounds[1000]["prior_bpd"].max().item() < 1e-4
