@@ -17,7 +17,7 @@ PYTHON := $(BIN)python
 STAMP := .make/installed-$(shell echo "$(VIRTUAL_ENV)" | md5sum | cut -c1-8)
 BOOK_JS := book/_vendor/.stamp
 
-.PHONY: help install test test-lib test-book book vendor check-html lint clean
+.PHONY: help install test test-lib test-book book vendor check-html notebooks lint clean
 
 help:
 	@echo "make book   build the HTML book into _build/html"
@@ -41,6 +41,14 @@ test-lib: install
 
 test-book: install
 	$(PYTHON) -m pytest --nbval book/ --nbval-sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
+
+# Chapters are written as jupytext percent scripts in book/src/ (readable diffs);
+# this regenerates book/*.ipynb and executes them so they carry their outputs.
+# One chapter: make notebooks NB=02_forward_noising
+NB ?= $(notdir $(basename $(wildcard book/src/[0-9]*.py)))
+notebooks: install
+	@for n in $(NB); do $(BIN)jupytext --quiet --to ipynb --output book/$$n.ipynb book/src/$$n.py || exit 1; done
+	$(PYTHON) scripts/execute_notebooks.py $(addprefix book/,$(addsuffix .ipynb,$(NB)))
 
 # MathJax and the ipywidgets HTML manager, pinned, copied from npm so the
 # built pages need no CDN.
