@@ -292,8 +292,9 @@ class GaussianDiffusion:
             t = torch.full((B,), i, dtype=torch.long, device=x0.device)
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t = self.q_sample(x0, t, noise)
-            vb[:, i] = self.vb_terms_bpd(model, x0, x_t, t, clip_denoised=clip_denoised)["output"]
-            eps, _ = self.model_output(model, x_t, t)
+            eps, v = self.model_output(model, x_t, t)
+            out = torch.cat([eps, v], dim=1) if v is not None else eps  # one network call per t
+            vb[:, i] = self.vb_terms_bpd(lambda *_: out, x0, x_t, t, clip_denoised=clip_denoised)["output"]
             mse[:, i] = mean_flat((eps - noise) ** 2)
         prior = self.prior_bpd(x0)
         return {"total_bpd": vb.sum(dim=1) + prior, "prior_bpd": prior, "vb": vb, "mse": mse}
