@@ -42,8 +42,10 @@ def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor,
         check_float(a, n)
     _broadcast(*args, names=names)
     mean1, logvar1, mean2, logvar2 = args
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    # With d = log σ₁²/σ₂² the variance part is e^d - 1 - d; expm1 keeps it exact
+    # (and >= 0) when the variances nearly agree, as they do for most L_{t-1}.
+    d = logvar1 - logvar2
+    return 0.5 * (torch.expm1(d) - d + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:

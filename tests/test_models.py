@@ -13,6 +13,7 @@ from diffusion_core.models import (
     count_parameters,
     timestep_embedding,
 )
+from diffusion_core.models.unet import AttentionBlock
 
 SMALL_PRESETS = ["digits", "mnist"]
 
@@ -146,6 +147,14 @@ def test_unet_output_shape_and_zero_at_initialisation(preset, learn_sigma):
     assert torch.equal(out, torch.zeros_like(out))
 
 
+def test_models_run_in_float64():
+    unet = make_unet("digits").double()
+    x, t = random_inputs(unet.config)
+    assert unet(x.double(), t).dtype == torch.float64
+    mlp = MLPDenoiser(MLPConfig()).double()
+    assert mlp(torch.randn(3, 2, dtype=torch.float64), torch.arange(3)).dtype == torch.float64
+
+
 def test_unet_handles_odd_sizes_down_to_four_pixels():
     # 28 -> 14 -> 7 -> 4 and back up to the skips' exact sizes 7, 14, 28
     model = make_unet("mnist", channel_mult=(1, 1, 1, 1), base_channels=8,
@@ -193,6 +202,32 @@ def test_unet_samples_do_not_interact_within_a_batch(trained_digits):
     torch.testing.assert_close(batched, one_by_one, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(changed[1:], batched[1:], rtol=1e-4, atol=1e-5)
     assert (changed[0] - batched[0]).abs().max() > 1e-6
+
+
+def test_attention_block_matches_per_head_softmax_attention():
+    # Reference written with explicit loops over samples and heads, from the definition
+    # softmax(q k^T / sqrt(hs)) v, with q, k, v the channel slices of one head.
+    torch.manual_seed(0)
+    B, C, H, W, nh = 2, 8, 3, 5, 2
+    hs = C // nh
+    block = AttentionBlock(C, num_heads=nh, groups=4)
+    torch.nn.init.normal_(block.proj.weight)  # undo the zero init
+    x = torch.randn(B, C, H, W)
+    with torch.no_grad():
+        out = block(x)
+        normed = torch.nn.functional.group_norm(x, 4, block.norm.weight, block.norm.bias)
+        expected = torch.empty_like(x)
+        for b in range(B):
+            tokens = normed[b].reshape(C, H * W).T  # (HW, C): one row per position
+            q, k, v = (tokens @ block.qkv.weight.T + block.qkv.bias).split(C, dim=1)
+            heads = []
+            for i in range(nh):
+                sl = slice(i * hs, (i + 1) * hs)
+                weights = torch.softmax(q[:, sl] @ k[:, sl].T / math.sqrt(hs), dim=1)
+                heads.append(weights @ v[:, sl])
+            attn = torch.cat(heads, dim=1) @ block.proj.weight.T + block.proj.bias  # (HW, C)
+            expected[b] = x[b] + attn.T.reshape(C, H, W)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
 # -----------------------------------------------------------------------------

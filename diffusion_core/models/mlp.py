@@ -67,7 +67,7 @@ class MLPDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         check_model_inputs(x, t, (cfg.data_dim,), "(B, data_dim)")
-        temb = timestep_embedding(t, cfg.time_embed_dim)  # (B, time_embed_dim)
+        temb = timestep_embedding(t, cfg.time_embed_dim).to(x.dtype)  # (B, time_embed_dim)
         h = self.fc_in(x)  # (B, hidden)
         for block in self.blocks:
             h = block(h, temb)

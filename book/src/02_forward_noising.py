@@ -1,0 +1,588 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Forward noising: destroying structure slowly
+#
+# A diffusion model is trained to undo a process that we choose ourselves: take a
+# picture and add a little Gaussian noise, then a little more, a thousand times, until
+# nothing of the picture is left. This chapter builds that *forward process* from its
+# definition and watches it work.
+#
+# **What you will learn**
+#
+# - The forward process is a fixed Markov chain,
+#   $q(x_t \mid x_{t-1}) = \mathcal{N}\big(\sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big)$, with no
+#   parameters to learn.
+# - How to draw one step with the reparameterisation
+#   $x_t = \sqrt{1-\beta_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon$.
+# - Why the mean is shrunk by $\sqrt{1-\beta_t}$: data of variance 1 keeps variance 1 at
+#   every step, and any other variance is pulled towards 1.
+# - The linear schedule of DDPM and the cosine schedule of improved DDPM.
+# - What it looks like: a photograph and handwritten digits dissolving, and their pixel
+#   histograms turning into $\mathcal{N}(0, 1)$.
+
+# %%
+import sys
+if "google.colab" in sys.modules:  # Colab only: install the book's library
+    %pip install -q "diffusion_core @ git+https://github.com/diffusion-core/diffusion-book"
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import scipy.stats
+import torch
+
+from diffusion_core import make_schedule, viz
+from diffusion_core.data import load_digits, load_photo
+from diffusion_core.notebook import glue, setup
+
+g = setup(seed=0)  # 2 threads, all seeds fixed: the outputs reproduce
+f64 = torch.float64  # the chains run in double precision
+
+# %% [markdown]
+# ## A Markov chain that adds noise
+#
+# Start from a data point $x_0$, an image with $d$ pixels scaled to $[-1, 1]$. The
+# forward process produces a sequence of ever noisier versions $x_1, x_2, \dots, x_T$,
+# each made from the one before by a Gaussian step
+# {cite}`sohl2015deep,ho2020denoising`:
+#
+# $$
+# q(x_t \mid x_{t-1}) = \mathcal{N}\!\big(x_t;\ \sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big),
+# \qquad t = 1, \dots, T.
+# $$ (forward-step)
+#
+# The numbers $\beta_1, \dots, \beta_T \in (0, 1)$ are the *variance schedule*: $\beta_t$ is
+# the variance of the noise added at step $t$. They are chosen in advance and not learned,
+# so the whole chain is fixed. Because each step looks only at the previous one, the chain
+# is Markov and the joint distribution of the path factorises:
+#
+# $$
+# q(x_{1:T} \mid x_0) = \prod_{t=1}^{T} q(x_t \mid x_{t-1}).
+# $$ (forward-joint)
+#
+# The covariance $\beta_t I$ is diagonal: every pixel receives its own independent noise,
+# and all pixels of one image are noised with the same $\beta_t$. In DDPM, $T = 1000$
+# {cite}`ho2020denoising`.
+
+# %% [markdown]
+# ## One step, reparameterised
+#
+# To draw from {eq}`forward-step`, draw standard noise and scale it:
+#
+# $$
+# x_t = \sqrt{1-\beta_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t,
+# \qquad \varepsilon_t \sim \mathcal{N}(0, I).
+# $$ (forward-reparam)
+#
+# This is the *reparameterisation trick*: the randomness sits in $\varepsilon_t$, which
+# does not depend on anything, and $x_t$ is a deterministic, differentiable function of
+# $x_{t-1}$ and $\varepsilon_t$. Here it is just a way to sample; later chapters lean on
+# it, because it lets a network be trained to recover the $\varepsilon$ that was drawn.
+#
+# The library stores the schedule in `Schedule` tables that are **0-based**: `betas[0]`
+# is $\beta_1$, so `betas[t - 1]` is $\beta_t$. In this chapter $t$ always means the paper's
+# step, $t = 0$ is the data and $t = T$ the end of the chain. One step of
+# {eq}`forward-reparam` is one line of code:
+
+# %%
+T = 1000
+linear = make_schedule("linear", T)  # DDPM's schedule, float64 tables
+betas = linear.betas                 # betas[t - 1] is β_t
+
+
+def forward_step(x_prev: torch.Tensor, beta: torch.Tensor,
+                 eps: torch.Tensor) -> torch.Tensor:
+    """x_t = √(1 - β_t) x_{t-1} + √β_t ε, eq. (forward-reparam)."""
+    return (1 - beta).sqrt() * x_prev + beta.sqrt() * eps
+
+# %% [markdown]
+# A quick check that this draws from {eq}`forward-step`: hold $x_{t-1}$ fixed at one
+# value, draw many $\varepsilon$, and compare the sample mean and variance of $x_t$ with
+# $\sqrt{1-\beta_t}\,x_{t-1}$ and $\beta_t$. Here and below, a Monte Carlo estimate passes
+# when it lies within 5 standard errors of the exact value: a correct formula fails that
+# test with probability below $10^{-6}$ per comparison, while the mistakes shown in this
+# chapter miss by far more.
+
+# %%
+n, t = 20_000, 500
+x_prev = torch.full((n,), 0.7, dtype=f64)
+eps = torch.randn(n, generator=g, dtype=f64)
+x_t = forward_step(x_prev, betas[t - 1], eps)
+
+beta_t = betas[t - 1].item()
+mean_exact, var_exact = math.sqrt(1 - beta_t) * 0.7, beta_t
+mean_se = x_t.std().item() / math.sqrt(n)
+var_se = var_exact * math.sqrt(2 / (n - 1))  # x_t is Gaussian here
+print(f"beta_{t} = {beta_t:.6f}")
+print(f"mean: sample {x_t.mean():.5f}, exact {mean_exact:.5f}, "
+      f"SE {mean_se:.1e}")
+print(f"var:  sample {x_t.var():.6f}, exact {var_exact:.6f}, "
+      f"SE {var_se:.1e}")
+
+# %%
+assert abs(x_t.mean().item() - mean_exact) < 5 * mean_se
+assert abs(x_t.var().item() - var_exact) < 5 * var_se
+
+# %% [markdown]
+# ## Why the mean is shrunk: variance preservation
+#
+# Why multiply $x_{t-1}$ by $\sqrt{1-\beta_t}$ rather than just add noise? Take the variance
+# of {eq}`forward-reparam`, one pixel at a time. $\varepsilon_t$ is independent of
+# $x_{t-1}$, so the variances add:
+#
+# $$
+# \operatorname{Var}(x_t) = (1-\beta_t)\operatorname{Var}(x_{t-1}) + \beta_t,
+# \qquad
+# \mathbb{E}[x_t] = \sqrt{1-\beta_t}\;\mathbb{E}[x_{t-1}].
+# $$ (forward-var-recursion)
+#
+# If $\operatorname{Var}(x_{t-1}) = 1$ then $\operatorname{Var}(x_t) = 1 - \beta_t + \beta_t = 1$:
+# the shrink removes exactly as much variance as the noise adds. For any other starting
+# variance, subtract 1 from both sides:
+# $\operatorname{Var}(x_t) - 1 = (1-\beta_t)\,\big(\operatorname{Var}(x_{t-1}) - 1\big)$, so the gap
+# to 1 shrinks by a factor $1-\beta_t$ at every step, and the mean decays to 0 by a factor
+# $\sqrt{1-\beta_t}$. The chain is *variance preserving*: its values never blow up, and
+# after enough steps every pixel looks like a draw from $\mathcal{N}(0, 1)$, whatever the
+# data were.
+#
+# Let us check {eq}`forward-var-recursion` on two kinds of data, by running the chain step
+# by step on many samples:
+#
+# - **unit-variance data**: pixels that are $-1$ or $+1$ with equal probability (a
+#   black-and-white image), mean 0 and variance exactly 1, and about as far from Gaussian as
+#   data can be;
+# - **digit pixels**: values drawn at random from all pixels of the scikit-learn digits,
+#   whose mean and variance are far from 0 and 1.
+
+# %%
+digits, labels = load_digits("train")  # (1497, 1, 8, 8), (1497,)
+pixels = digits.flatten().double()
+print(f"{pixels.numel()} digit pixels: mean {pixels.mean():.4f}, "
+      f"variance {pixels.var(correction=0):.4f}")
+
+# 2 x 16 000 samples: below the 32 768 elements at which torch splits
+# an operation across threads, so this runs fast even on a busy CPU.
+n = 16_000
+pm1 = torch.randint(0, 2, (n,), generator=g).double() * 2 - 1  # ±1
+pick = torch.randint(0, pixels.numel(), (n,), generator=g)
+x0 = torch.stack([pm1, pixels[pick]])  # (2, n)
+
+
+def sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mean, variance and SE of the variance, along the last dim.
+
+    SE(variance) = √((m₄ - s⁴)/n), m₄ the fourth central moment: right
+    for any distribution, not only for Gaussians.
+    """
+    mean, var = x.mean(dim=-1), x.var(dim=-1)
+    m4 = ((x - mean[..., None]) ** 4).mean(dim=-1)
+    return mean, var, ((m4 - var**2).clamp(min=0) / x.shape[-1]).sqrt()
+
+
+def chain_moments(x0: torch.Tensor, betas: torch.Tensor,
+                  gen: torch.Generator) -> list[tuple]:
+    """Run the chain on x0 (..., n): sample_moments of x_0, ..., x_T."""
+    x, moments = x0, [sample_moments(x0)]
+    for beta in betas:
+        eps = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        x = forward_step(x, beta, eps)
+        moments.append(sample_moments(x))
+    return moments
+
+
+# each (T + 1, 2): row t, one column per kind of data
+moments = chain_moments(x0, betas, g)
+emp_mean, emp_var, emp_se = (torch.stack(m)
+                             for m in zip(*moments, strict=True))
+
+# %% [markdown]
+# The exact values come from iterating {eq}`forward-var-recursion` with plain Python
+# floats, starting from the population mean and variance of each kind of data (0 and 1 for
+# the $\pm 1$ pixels; the moments of all digit pixels, printed above):
+
+# %%
+def moments_by_recursion(mean0: float, var0: float,
+                         betas: list[float]) -> list[list[float]]:
+    """E[x_t] and Var(x_t) for t = 0..T, eq. (forward-var-recursion)."""
+    means, variances = [mean0], [var0]
+    for beta in betas:
+        means.append(math.sqrt(1 - beta) * means[-1])
+        variances.append((1 - beta) * variances[-1] + beta)
+    return [means, variances]
+
+
+starts = {"±1 pixels": (0.0, 1.0),
+          "digit pixels": (pixels.mean().item(),
+                           pixels.var(correction=0).item())}
+exact = [moments_by_recursion(m0, v0, betas.tolist())
+         for m0, v0 in starts.values()]
+ex_mean = torch.tensor([e[0] for e in exact], dtype=f64).T  # (T + 1, 2)
+ex_var = torch.tensor([e[1] for e in exact], dtype=f64).T   # (T + 1, 2)
+
+# errors in standard errors for t = 1..T (t = 0 is the data itself)
+z_mean = (emp_mean - ex_mean)[1:] / (emp_var[1:] / n).sqrt()
+z_var = (emp_var - ex_var)[1:] / emp_se[1:]
+
+for k, name in enumerate(starts):
+    print(f"{name}")
+    print("     t   mean: chain   exact   var: chain   exact   |z|")
+    for t in [1, 10, 100, 300, 500, 1000]:
+        z = max(abs(z_mean[t - 1, k]), abs(z_var[t - 1, k]))
+        print(f"  {t:4d}  {emp_mean[t, k]:11.4f} {ex_mean[t, k]:7.4f}  "
+              f"{emp_var[t, k]:11.4f} {ex_var[t, k]:7.4f}  {z:4.2f}")
+
+# %% [markdown]
+# The last two columns are the errors in standard errors. Checked at every one of the 1000
+# steps, not just the rows printed:
+
+# %%
+print(f"largest |z| over t = 1..{T}: mean {z_mean.abs().max():.2f}, "
+      f"variance {z_var.abs().max():.2f}")
+assert z_mean.abs().max() < 5 and z_var.abs().max() < 5
+# the ±1 data keep variance 1 at every step of the recursion
+assert (ex_var[:, 0] - 1).abs().max() < 1e-12
+
+# %% [markdown]
+# The two columns agree at every step. For the $\pm 1$ pixels the variance stays at 1
+# throughout, even though the distribution changes completely: it starts as two spikes and
+# ends as a bell curve. For the digit pixels the variance climbs from
+# {glue:text}`digit_var0:.3f` towards 1 and the mean decays from
+# {glue:text}`digit_mean0:.3f` towards 0.
+
+# %%
+glue("digit_var0", round(starts["digit pixels"][1], 6))
+glue("digit_mean0", round(starts["digit pixels"][0], 6))
+
+fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+steps, dots = np.arange(T + 1), slice(None, None, 50)
+for k, name in enumerate(starts):
+    c = f"C{k}"
+    axes[0].plot(steps, ex_mean[:, k], color=c,
+                 label=f"{name}: recursion")
+    axes[0].plot(steps[dots], emp_mean[dots, k], "o", ms=3, color=c,
+                 label=f"{name}: chain")
+    axes[1].plot(steps, ex_var[:, k], color=c)
+    axes[1].plot(steps[dots], emp_var[dots, k], "o", ms=3, color=c)
+axes[0].set(xlabel="t", ylabel=r"$\mathbb{E}[x_t]$", title="mean")
+axes[1].set(xlabel="t", ylabel=r"$\mathrm{Var}(x_t)$", title="variance",
+            ylim=(0, 1.1))
+axes[0].legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# :::{admonition} A common mistake
+# :class: warning
+# Two slips in writing the step {eq}`forward-step` are common, and both break the property
+# just checked.
+#
+# - **Mixing up the standard deviation and the variance.** Writing
+#   $\mathcal{N}(\sqrt{1-\beta_t}\,x_{t-1}, \sqrt{\beta_t}\, I)$, that is, $\sqrt{\beta_t}$ as the
+#   *variance*, makes the noise standard deviation $\beta_t^{1/4}$; writing the step as
+#   $\sqrt{1-\beta_t}\,x_{t-1} + \beta_t\,\varepsilon$, that is, $\beta_t$ as the *standard
+#   deviation*, makes the noise variance $\beta_t^2$.
+# - **Leaving out the shrink:** $x_t = x_{t-1} + \sqrt{\beta_t}\,\varepsilon$.
+#
+# Start from unit-variance data and run each version for $T = 1000$ steps of the linear
+# schedule. The correct step ends with $\operatorname{Var}(x_T) = 1$. With $\sqrt{\beta_t}$ as
+# the variance it ends at {glue:text}`var_T_sqrtbeta:.2f`; with $\beta_t$ as the standard
+# deviation the noise is far too weak and the variance *collapses* to
+# {glue:text}`var_T_betastd:.4f`; without the shrink the variances simply add up to
+# $1 + \sum_t \beta_t =$ {glue:text}`var_T_noshrink:.2f`. Without the shrink the data are also
+# never forgotten: the correlation between $x_0$ and $x_T$ is still
+# {glue:text}`corr_T_noshrink:.2f` (it is $1/\sqrt{\operatorname{Var}(x_T)}$), against
+# {glue:text}`corr_T_correct:.4f` for the correct chain, so $x_T$ cannot be replaced by pure
+# noise when sampling starts.
+# :::
+
+# %%
+# Every version is x_t = a_t x_{t-1} + b_t ε: a_t shrinks, b_t is the
+# standard deviation of the noise.
+shrink, no_shrink = (1 - betas).sqrt(), torch.ones_like(betas)
+versions = {
+    "correct": (shrink, betas.sqrt()),
+    "√β as variance": (shrink, betas.sqrt().sqrt()),
+    "β as std": (shrink, betas),
+    "no shrink": (no_shrink, betas.sqrt()),
+}
+a = torch.stack([v[0] for v in versions.values()])  # (4, T)
+b = torch.stack([v[1] for v in versions.values()])  # (4, T)
+
+n = 8_000  # 4 versions x 8 000 samples
+x0 = torch.randint(0, 2, (4, n), generator=g).double() * 2 - 1  # ±1
+x, var_chain = x0, [x0.var(dim=1)]
+for t in range(1, T + 1):
+    eps = torch.randn(x.shape, generator=g, dtype=f64)
+    x = a[:, t - 1, None] * x + b[:, t - 1, None] * eps  # (4, n)
+    var_chain.append(x.var(dim=1))
+var_chain = torch.stack(var_chain)  # (T + 1, 4)
+_, _, var_T_se = sample_moments(x)  # (4,)
+corr_chain = [np.corrcoef(x0[k], x[k])[0, 1] for k in range(4)]
+
+# The recursion Var_t = a_t² Var_{t-1} + b_t² in plain floats, and the
+# exact correlation: Cov(x_0, x_T) = a_1 ⋯ a_T, as Var(x_0) = 1.
+var_rec, corr_exact = [], []
+for k in range(4):
+    v = [1.0]
+    for a_t, b_t in zip(a[k].tolist(), b[k].tolist(), strict=True):
+        v.append(a_t**2 * v[-1] + b_t**2)
+    var_rec.append(v)
+    corr_exact.append(math.prod(a[k].tolist()) / math.sqrt(v[-1]))
+
+print(f"{'':16s}{'Var(x_T)':>18s}{'corr(x_0, x_T)':>20s}")
+print(f"{'version':16s}{'recursion':>10s}{'chain':>8s}"
+      f"{'exact':>12s}{'chain':>8s}")
+for k, name in enumerate(versions):
+    print(f"{name:16s}{var_rec[k][-1]:10.4f}{var_chain[-1, k]:8.4f}"
+          f"{corr_exact[k]:12.4f}{corr_chain[k]:8.4f}")
+
+# %%
+glue("var_T_sqrtbeta", round(var_rec[1][-1], 6))
+glue("var_T_betastd", round(var_rec[2][-1], 6))
+glue("var_T_noshrink", round(var_rec[3][-1], 6))
+glue("corr_T_noshrink", round(corr_exact[3], 6))
+glue("corr_T_correct", round(corr_exact[0], 6))
+for k in range(4):  # chain and recursion agree within 5 SE
+    assert abs(var_chain[-1, k] - var_rec[k][-1]) < 5 * var_T_se[k]
+    # the SE of a sample correlation is about (1 - ρ²)/√n <= 1/√n
+    assert abs(corr_chain[k] - corr_exact[k]) < 5 / math.sqrt(n)
+assert abs(var_rec[0][-1] - 1) < 1e-12               # correct: stays 1
+assert var_rec[1][-1] > 5 and var_rec[2][-1] < 0.05    # the two mix-ups
+assert abs(var_rec[3][-1] - (1 + betas.sum())) < 1e-9  # 1 + Σ β_t
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3))
+for k, name in enumerate(versions):
+    ax.plot(steps, var_rec[k], color=f"C{k}", label=name)
+    ax.plot(steps[dots], var_chain[dots, k], "o", ms=3, color=f"C{k}")
+ax.set(xlabel="t", ylabel=r"$\mathrm{Var}(x_t)$", yscale="log",
+       title="unit-variance data: lines = recursion, dots = chain")
+ax.legend(fontsize=7, loc="lower left")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## The variance schedule
+#
+# How fast the structure is destroyed is set by the schedule. DDPM uses a **linear**
+# schedule, $\beta_t$ rising evenly from $\beta_1 = 10^{-4}$ to $\beta_T = 0.02$ over $T = 1000$
+# steps {cite}`ho2020denoising`: tiny steps at first, where the image still holds fine
+# detail, and larger ones later, where little is left to lose. Each step alone changes the
+# image only slightly, which matters later: small steps are what make each reverse step
+# nearly Gaussian too.
+#
+# Improved DDPM {cite}`nichol2021improved` found that the linear schedule destroys
+# information too fast at low resolution, so that the last part of the chain is almost pure
+# noise, and proposed a **cosine** schedule. It is defined through the product
+# $\prod_{i=1}^{t}(1-\beta_i)$, the subject of {doc}`03_closed_form`, which it sets to
+# $f(t)/f(0)$ with $f(t) = \cos^2\!\big(\tfrac{t/T + s}{1+s}\cdot\tfrac{\pi}{2}\big)$ and a small
+# offset $s = 0.008$. Each step is then $\beta_t = 1 - f(t)/f(t-1)$, clipped at 0.999
+# because at the last step $f(T) = 0$ would make it exactly 1. `make_schedule` builds both.
+
+# %%
+cosine = make_schedule("cosine", T)
+t_axis = np.arange(1, T + 1)  # the paper's t (tables: index t - 1)
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(t_axis, linear.betas, label="linear (DDPM)")
+ax.plot(t_axis, cosine.betas, label="cosine (improved DDPM)")
+ax.set(xlabel="t", ylabel=r"$\beta_t$", yscale="log",
+       title="the variance added at each step")
+ax.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# An independent check of both tables: the linear one against its definition (first value,
+# last value, even spacing), the cosine one recomputed from the formula above with numpy.
+
+# %%
+lin = linear.betas.numpy()
+step = np.diff(lin)
+print(f"linear: beta_1 = {lin[0]:.6f}, beta_T = {lin[-1]:.6f}, "
+      f"sum {lin.sum():.4f}")
+print(f"        spacing from {step.min():.6e} to {step.max():.6e}")
+
+s = 0.008
+f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * np.pi / 2) ** 2
+cos = np.minimum(1 - f[1:] / f[:-1], 0.999)  # f = [f(0), ..., f(T)]
+print(f"cosine: beta_1 = {cos[0]:.3e}, beta_500 = {cos[499]:.4f}, "
+      f"beta_T = {cos[-1]:.4f}")
+
+# %% tags=["nbval-ignore-output"]
+# Rounding-level numbers vary by machine: output not compared.
+print(f"largest difference between numpy and the library: "
+      f"{np.abs(cos - cosine.betas.numpy()).max():.1e}")
+glue("sum_betas", round(float(lin.sum()), 6))
+assert abs(lin[0] - 1e-4) < 1e-15 and abs(lin[-1] - 0.02) < 1e-15
+assert np.allclose(step, (0.02 - 1e-4) / (T - 1), rtol=1e-9, atol=0)
+assert np.allclose(cos, cosine.betas.numpy(), rtol=1e-12, atol=0)
+
+# %% [markdown]
+# The cosine schedule starts with even smaller steps than the linear one and ends with
+# much larger ones; {doc}`03_closed_form` compares the two through what actually matters,
+# how much of the signal is left at each $t$.
+
+# %% [markdown]
+# ## Watching an image dissolve
+#
+# Now run the chain {eq}`forward-reparam` on a photograph, the $64 \times 64$ grayscale
+# "camera" image from scikit-image, with the linear schedule, step by step from $t = 1$ to
+# $T$. We run 8 independent chains on the same photograph (they share $x_0$ but not the
+# noise) and keep a few frames; the first chain is shown, all 8 feed the histograms below.
+
+# %%
+photo = load_photo("camera", size=64, grayscale=True).double()
+x0 = photo.expand(8, 1, 64, 64).clone()  # (8, 1, 64, 64): 8 chains
+keep = [0, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 600, 700, 800,
+        900, 1000]
+x, frames = x0, {0: x0}
+for t in range(1, T + 1):
+    eps = torch.randn(x.shape, generator=g, dtype=f64)
+    x = forward_step(x, betas[t - 1], eps)
+    if t in keep:
+        frames[t] = x
+
+strip = [0, 25, 50, 100, 200, 300, 500, 700, 1000]
+fig, ax = plt.subplots(figsize=(8, 1.3))
+viz.show_images(torch.stack([frames[t][0] for t in strip]),
+                nrow=len(strip), ax=ax)
+ax.set_title("t = " + ", ".join(map(str, strip)), fontsize=9)
+plt.show()
+
+# %% [markdown]
+# Drag the slider, or press play, to move through $t$ (pixels are shown on the fixed range
+# $[-1, 1]$, values outside are clipped, so the noise is not rescaled away). Fine texture
+# goes first; by $t \approx 200$ only the large dark and light regions survive, and from
+# $t \approx 600$ on the picture is gone to the eye.
+
+# %%
+pngs = viz.frames_to_png([frames[t][0] for t in keep],
+                         titles=[f"t = {t}" for t in keep],
+                         size_px=128, dpi=64)
+viz.scrubber(pngs, keep)
+
+# %% [markdown]
+# The same chain on the digits 0 to 3, $8 \times 8$ pixels each (one row per digit). With
+# so few pixels, each of them large, a digit is unreadable much earlier than the
+# photograph.
+
+# %%
+four = torch.stack([digits[labels == c][0] for c in range(4)]).double()
+x, digit_frames = four, [four]  # (4, 1, 8, 8): the digits 0, 1, 2, 3
+for t in range(1, T + 1):
+    eps = torch.randn(x.shape, generator=g, dtype=f64)
+    x = forward_step(x, betas[t - 1], eps)
+    if t in strip[1:]:
+        digit_frames.append(x)
+grid = torch.stack(digit_frames, dim=1)  # (4, 9, 1, 8, 8): digit, t
+fig, ax = plt.subplots(figsize=(5, 2.4))
+viz.show_images(grid.reshape(-1, 1, 8, 8), nrow=len(strip), ax=ax)
+ax.set_title("columns: t = " + ", ".join(map(str, strip)), fontsize=9)
+plt.show()
+
+# %% [markdown]
+# ## Pixel values approach $\mathcal{N}(0, 1)$
+#
+# Pool all pixels of the 8 photograph chains (32 768 values) at a few $t$ and compare
+# their histogram with the standard normal density. The Kolmogorov-Smirnov statistic $D$
+# (the largest gap between the empirical and the normal CDF) measures the distance.
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(8, 2.4), sharey=True)
+grid_x = np.linspace(-4, 4, 200)
+ks = {}
+for ax, t in zip(axes, [0, 50, 200, 1000], strict=True):
+    values = frames[t].flatten().numpy()
+    ks[t] = scipy.stats.kstest(values, "norm")
+    ax.hist(values, bins=60, range=(-4, 4), density=True, alpha=0.7)
+    ax.plot(grid_x, scipy.stats.norm.pdf(grid_x), "k", lw=1)
+    ax.set_title(f"t = {t}\nD = {ks[t].statistic:.3f}", fontsize=9)
+    ax.set_xlabel("pixel value")
+axes[0].set_ylim(0, 1.2)
+plt.tight_layout()
+plt.show()
+for t, result in ks.items():
+    print(f"t = {t:4d}: KS statistic D = {result.statistic:.4f}, "
+          f"p-value = {result.pvalue:.3g}")
+
+# %% [markdown]
+# At $t = 0$ the histogram is the photograph's (a dark coat, a light sky); it is smoothed
+# and pulled towards 0 as noise is added, and at $t = T$ it is indistinguishable from
+# $\mathcal{N}(0, 1)$: with 32 768 values the KS test would notice a gap of about 0.01. That
+# is the point of the forward process: after $T$ steps, $x_T$ follows (very nearly) a
+# distribution we can sample from without knowing anything about the data, so a model that
+# learns to reverse the steps can start from pure noise.
+
+# %%
+glue("ks_T", round(float(ks[1000].statistic), 5))
+assert ks[1000].pvalue > 0.01  # indistinguishable from N(0, 1) at t = T
+assert ks[0].statistic > 0.1 and ks[50].statistic > ks[1000].statistic
+
+# %% [markdown]
+# ## Summary
+#
+# - The forward process is the fixed Markov chain {eq}`forward-step`; one step is
+#   $x_t = \sqrt{1-\beta_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon$ {eq}`forward-reparam`.
+# - Shrinking the mean by $\sqrt{1-\beta_t}$ keeps unit variance at 1 and pulls every other
+#   variance towards 1 {eq}`forward-var-recursion`, checked against the chain at every
+#   step. Mixing up standard deviation and variance, or dropping the shrink, ends the chain
+#   at variance {glue:text}`var_T_sqrtbeta:.2f`, {glue:text}`var_T_betastd:.4f` or
+#   {glue:text}`var_T_noshrink:.2f` instead of 1.
+# - DDPM's linear schedule runs from $\beta_1 = 10^{-4}$ to $\beta_T = 0.02$ over
+#   $T = 1000$ steps; improved DDPM's cosine schedule starts gentler and ends harder.
+# - After $T$ steps the pixel values are indistinguishable from $\mathcal{N}(0, 1)$
+#   (KS statistic {glue:text}`ks_T:.4f`).
+#
+# Running the chain costs $t$ steps to reach $x_t$. {doc}`03_closed_form` shows that it can
+# be reached in one.
+#
+# ## Exercises
+#
+# 1. Show from {eq}`forward-var-recursion` that
+#    $\operatorname{Var}(x_t) - 1 = \big(\operatorname{Var}(x_0) - 1\big)\prod_{s=1}^{t}(1-\beta_s)$.
+#    Check it numerically for the digit pixels at $t = 100$.
+# 2. With a constant $\beta$, after how many steps has the mean of the chain fallen to 1% of
+#    its starting value? Evaluate for $\beta = 0.02$ and $\beta = 10^{-4}$.
+# 3. Suppose the step keeps the shrink but uses noise variance $c\,\beta_t$ with $c \neq 1$.
+#    Where does $\operatorname{Var}(x_t)$ go for long chains? Which value of $c$ do the
+#    $\sqrt{\beta_t}$-as-variance and $\beta_t$-as-std mistakes correspond to, roughly, at
+#    the end of the linear schedule?
+# 4. Why not use $T = 10$ steps of $\beta = 0.6$, which also reach almost pure noise? (Think
+#    about what the reverse process must learn for each step.)
+#
+# :::{admonition} Solution
+# :class: dropdown
+#
+# 1. Subtract 1 from both sides of {eq}`forward-var-recursion`:
+#    $\operatorname{Var}(x_t) - 1 = (1-\beta_t)\operatorname{Var}(x_{t-1}) + \beta_t - 1
+#    = (1-\beta_t)\big(\operatorname{Var}(x_{t-1}) - 1\big)$, and unroll. In code,
+#    `1 + (v0 - 1) * torch.prod(1 - betas[:100])` with `v0` the digit-pixel variance
+#    equals `exact[1][1][100]`. The product $\prod_s (1-\beta_s)$ is $\bar\alpha_t$ of
+#    {doc}`03_closed_form`.
+# 2. The mean is multiplied by $(1-\beta)^{t/2}$, so $t = 2\ln(0.01)/\ln(1-\beta)$: about 456
+#    steps for $\beta = 0.02$ and about 92 100 for $\beta = 10^{-4}$. This is why the linear
+#    schedule needs its larger $\beta$ at the end.
+# 3. The fixed point of $v \mapsto (1-\beta)v + c\beta$ is $v = c$: the variance goes to $c$.
+#    $\sqrt{\beta_t}$ as variance is $c = 1/\sqrt{\beta_t} \approx 7.1$ at $\beta_T = 0.02$;
+#    $\beta_t$ as std is $c = \beta_t = 0.02$. The chain's values above are close to these
+#    (the schedule changes too fast for them to settle exactly).
+# 4. The forward process itself would be fine, but each reverse step $x_t \to x_{t-1}$
+#    would have to undo a large jump, and the true reverse conditional
+#    $q(x_{t-1} \mid x_t)$ is then far from Gaussian (it must create structure out of
+#    noise in a few bold moves). With small $\beta_t$ each reverse step is close to Gaussian,
+#    which is what lets $p_\theta(x_{t-1} \mid x_t)$ be modelled as one (chapter 4, the
+#    variational bound).
+# :::
