@@ -1,0 +1,498 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Why diffusion?
+#
+# **What you will learn**
+#
+# - What a generative model is asked to do, and how the four families that came before
+#   diffusion (VAEs, GANs, normalizing flows, autoregressive models) trade one ask against another.
+# - The "trilemma" of sample quality, mode coverage and sampling speed, and which corner
+#   diffusion models give up.
+# - Three ways to see a diffusion model: a VAE with a fixed encoder, a flow with noise, and
+#   an autoregressive model over noise levels.
+# - The whole idea in one experiment: destroy the structure of a 2-D dataset slowly, train a
+#   small network for a few seconds to undo it, and measure how close its samples come to the data.
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:  # Colab only: install the book's library
+    # %pip install -q "diffusion_core @ git+https://github.com/diffusion-core/diffusion-book"
+    pass
+
+# %%
+import io
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from diffusion_core import GaussianDiffusion, make_schedule, sample_ddpm, viz
+from diffusion_core.data import toy_2d
+from diffusion_core.models import count_parameters
+from diffusion_core.notebook import glue, setup
+from diffusion_core.training import TrainConfig, train
+
+# One thread: the tensors in this chapter are tiny, and a second thread only adds
+# synchronisation cost (and run-to-run variation on a busy machine).
+g = setup(seed=0, threads=1)
+
+# %% [markdown]
+# ## What a generative model is asked to do
+#
+# We are handed samples $x^{(1)}, \dots, x^{(N)}$ from an unknown distribution
+# $p_\text{data}(x)$: photographs, sound clips, molecules, or in this chapter points in the
+# plane. A generative model is a distribution $p_\theta(x)$ with learned parameters $\theta$
+# that we can use in two ways:
+#
+# - **sample** from it: produce new $x$ that look as if they came from $p_\text{data}$;
+# - **evaluate** it: compute (or bound) the likelihood $p_\theta(x)$ of a given $x$, which is
+#   how we train many models (maximum likelihood) and how we compare them (in bits per
+#   dimension, chapter 8).
+#
+# "Looks as if it came from $p_\text{data}$" hides two separate demands. Each sample should be
+# *good* (a sharp, plausible face), and the samples together should be *diverse*: they should
+# cover every kind of face in the data, in the right proportions, not just the most common one.
+# The families of models below differ in which of these they deliver, and at what cost.
+
+# %% [markdown]
+# ## Four families before diffusion
+#
+# **Variational autoencoders** (VAEs) {cite}`kingma2014auto` pair an encoder
+# $q_\phi(z \mid x)$ with a decoder $p_\theta(x \mid z)$ and maximise the evidence lower bound
+# (ELBO) on $\log p_\theta(x)$. Sampling is one decoder pass from $z \sim \mathcal N(0, I)$.
+# The price is the bound (the likelihood itself can only be estimated) and, with the usual
+# Gaussian decoder, blurry samples: the decoder's mean averages over all the images that the
+# encoder maps to nearby codes.
+#
+# **Generative adversarial networks** (GANs) {cite}`goodfellow2014generative` train a
+# generator $G(z)$ against a discriminator that tries to tell its outputs from real data. One
+# pass gives a sharp sample, but there is no likelihood, training is a two-player game that can
+# oscillate or diverge, and nothing in the objective punishes a generator that drops some modes
+# of the data ("mode collapse"): it only has to fool the discriminator on what it does produce.
+#
+# **Normalizing flows** {cite}`dinh2017density` write $x = f_\theta(z)$ with $f_\theta$
+# invertible, so the change-of-variables formula
+# $\log p_\theta(x) = \log p(z) - \log \lvert \det \partial f_\theta / \partial z \rvert$ gives the
+# exact likelihood. The cost is in the architecture: every layer must be invertible, keep the
+# data's dimension, and have a Jacobian determinant that is cheap to compute.
+#
+# **Autoregressive models** {cite}`vandenoord2016pixel` factor the density by the chain rule,
+# $p_\theta(x) = \prod_i p_\theta(x_i \mid x_{<i})$, one dimension (a pixel's colour channel, a
+# token) at a time. The
+# likelihood is exact and training is parallel, but sampling is sequential: one network pass per
+# dimension.
+#
+# **Diffusion models** {cite}`sohl2015deep,ho2020denoising` fix a process that adds noise to the
+# data over $T$ steps and learn to reverse it step by step. Like a VAE they are trained on a bound
+# on the likelihood, which rewards covering every mode; like a GAN their samples are sharp (DDPM
+# reached an FID of 3.17 on CIFAR-10 {cite}`ho2020denoising`); and training is a plain
+# regression, with no adversary. The price is speed: a sample costs $T$ network passes, with
+# $T = 1000$ in DDPM.
+
+# %%
+# Network passes needed for one sample of a 3 x 256 x 256 image.
+passes = {"VAE": 1, "GAN": 1, "flow": 1, "autoregressive": 3 * 256 * 256, "diffusion (DDPM)": 1000}
+glue("ar_passes", f"{passes['autoregressive']:,d}")
+for family, n in passes.items():
+    print(f"{family:18s} {n:>7,d}")
+
+# %% [markdown]
+# A 256×256 colour image has {glue:text}`ar_passes` dimensions, so an autoregressive model makes
+# that many sequential network passes per sample. The table sums up the trade-offs.
+#
+# | family | one sample costs | likelihood | samples | training |
+# |---|---|---|---|---|
+# | VAE | 1 pass | lower bound | often blurry | stable |
+# | GAN | 1 pass | none | sharp, may miss modes | unstable (a game) |
+# | normalizing flow | 1 pass | exact | good, limited by the invertible architecture | stable |
+# | autoregressive | 1 pass per dimension | exact | good, covers the data | stable |
+# | diffusion | $T$ passes (100 to 1000) | lower bound | sharp, covers the data | stable (regression) |
+
+# %% [markdown]
+# ## The generative learning trilemma
+#
+# {cite:t}`xiao2022tackling` put the trade-off as a trilemma: we want **high sample quality**,
+# **mode coverage** (diversity) and **fast sampling**, and each family gets two of the three.
+# GANs are fast and sharp but cover the data poorly; VAEs and flows are fast and cover the data
+# but their samples are weaker; diffusion models have quality and coverage and are slow. (An
+# autoregressive model sits with diffusion: good likelihoods, slow sampling.) Much of the work
+# after DDPM, including the fewer-step samplers later in the book, tries to pull diffusion
+# towards the third corner.
+
+# %%
+fig, ax = plt.subplots(figsize=(4.6, 3.4))
+corners = {"sample quality": (0.0, 0.0), "mode coverage": (1.0, 0.0), "fast sampling": (0.5, 0.87)}
+xy = np.array(list(corners.values()) + [corners["sample quality"]])
+ax.plot(xy[:, 0], xy[:, 1], color="0.6", lw=1)
+for name, (x, y) in corners.items():
+    ax.annotate(name, (x, y), ha="center", va="top" if y == 0 else "bottom",
+                xytext=(0, -6 if y == 0 else 6), textcoords="offset points", fontweight="bold")
+edges = {"diffusion,\nautoregressive": ((0.5, 0.0), (0, 16)), "GANs": ((0.25, 0.435), (-24, 0)),
+         "VAEs, flows": ((0.75, 0.435), (34, 0))}
+for label, (point, offset) in edges.items():
+    ax.annotate(label, point, xytext=offset, textcoords="offset points", ha="center", va="center",
+                color="C0")
+ax.set_xlim(-0.35, 1.35)
+ax.set_ylim(-0.2, 1.05)
+ax.set_axis_off()
+ax.set_title("Each family sits on the edge between the two corners it achieves", fontsize=9)
+plt.show()
+
+# %% [markdown]
+# ## Three ways to look at a diffusion model
+#
+# Write $x_0$ for a data point and $x_1, \dots, x_T$ for progressively noisier copies of it.
+# The *forward process* $q$ adds a little Gaussian noise at each step, with a schedule of
+# variances $\beta_1, \dots, \beta_T$:
+#
+# $$
+# q(x_t \mid x_{t-1}) = \mathcal N\!\left(x_t;\ \sqrt{1 - \beta_t}\, x_{t-1},\ \beta_t I\right),
+# $$ (intro-forward)
+#
+# and the *reverse process* $p_\theta$ is a chain of learned Gaussian steps that starts from
+# pure noise:
+#
+# $$
+# p_\theta(x_{0:T}) = p(x_T) \prod_{t=1}^{T} p_\theta(x_{t-1} \mid x_t), \qquad
+# p(x_T) = \mathcal N(0, I), \quad
+# p_\theta(x_{t-1} \mid x_t) = \mathcal N\!\left(\mu_\theta(x_t, t),\ \sigma_t^2 I\right).
+# $$ (intro-reverse)
+#
+# **A VAE with a fixed encoder.** Take $z = (x_1, \dots, x_T)$ as the latent variables. The
+# "encoder" $q(x_{1:T} \mid x_0) = \prod_t q(x_t \mid x_{t-1})$ has no parameters, the
+# "decoder" is {eq}`intro-reverse`, and training maximises the same evidence lower bound as a
+# VAE. What is unusual: there are $T$ layers of latents, each of the data's own size, and the
+# last one matches the prior $\mathcal N(0, I)$ (nearly) by construction rather than by training.
+#
+# **A flow with noise.** A flow turns noise into data through a stack of invertible layers. The
+# reverse chain also turns $x_T \sim \mathcal N(0, I)$ into data through $T$ layers (one network,
+# shared across $t$), but each layer adds fresh noise. The noise is what frees the architecture:
+# we never invert a layer or compute a Jacobian, because the fixed forward process plays the
+# role of the inverse. (A deterministic sampler, DDIM, turns the chain back into an invertible
+# map; it comes near the end of the book.)
+#
+# **An autoregressive model over noise levels.** An autoregressive model generates
+# $x_1, x_2, \dots$ one *dimension* at a time, each conditioned on the ones before. The reverse
+# chain {eq}`intro-reverse` has the same product form, but over *noise levels*: each factor
+# produces a whole, slightly cleaner version of the sample conditioned on the previous one. Coarse
+# structure is decided at high noise and details at low noise, and the number of sequential steps
+# is $T$, whatever the size of the data.
+#
+# The common thread is one idea {cite}`sohl2015deep`: **destroy the structure of the data slowly,
+# with a process we know exactly, and learn to undo each small step.** Because each step adds
+# only a little noise, the step back is close to Gaussian too, so a Gaussian with a learned
+# mean, {eq}`intro-reverse`, is enough. The rest of the book makes each part of this sentence
+# precise. Here we simply watch it work.
+
+# %% [markdown]
+# ## A first taste: two moons
+#
+# The data: 2-D points on two interleaved half circles, from `diffusion_core.data.toy_2d`. The
+# forward process uses $T = 100$ steps and the cosine schedule of {cite:t}`nichol2021improved`
+# (later chapters explain the choice). `GaussianDiffusion.q_sample` draws $x_t$ directly from
+# $x_0$ at any step; the library counts timesteps from 0, so the paper's step $t$ is index
+# $t - 1$.
+
+# %%
+T = 100
+diffusion = GaussianDiffusion(make_schedule("cosine", T))
+x0 = toy_2d("two_moons", 2000, seed=0)  # (N, 2)
+
+steps = [0, 5, 15, 30, 60, 100]  # the paper's t; 0 is the data itself
+fig, axes = plt.subplots(1, len(steps), figsize=(8, 1.6), sharex=True, sharey=True)
+for ax, t in zip(axes, steps, strict=True):
+    if t == 0:
+        x_t = x0
+    else:
+        index = torch.full((x0.shape[0],), t - 1)
+        x_t = diffusion.q_sample(x0, index, torch.randn(x0.shape, generator=g))
+    ax.scatter(x_t[:, 0], x_t[:, 1], s=0.5, alpha=0.5)
+    ax.set_title(f"t = {t}", fontsize=9)
+    ax.set_xlim(-2.5, 2.5)
+    ax.set_ylim(-2.5, 2.5)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+plt.show()
+x_T = x_t
+
+# %% [markdown]
+# By $t = T$ the two moons are gone. We check the claim that the cloud is then a standard
+# Gaussian, the prior $p(x_T)$, by its mean and covariance, and with a two-sample statistic that
+# we will use again for the model's samples: the **energy distance** {cite}`szekely2013energy`
+#
+# $$
+# D^2(P, Q) = 2\,\mathbb E\lVert X - Y\rVert - \mathbb E\lVert X - X'\rVert
+#   - \mathbb E\lVert Y - Y'\rVert, \qquad X, X' \sim P,\ Y, Y' \sim Q,
+# $$ (intro-energy-distance)
+#
+# which is zero exactly when $P = Q$ and grows as they move apart. We estimate each expectation
+# by an average over all pairs of points (leaving out a point paired with itself, so the estimate
+# is unbiased and scatters around 0 for two draws of the same distribution).
+
+# %%
+def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Unbiased estimate of eq. (intro-energy-distance) from samples a: (n, D) and b: (m, D)."""
+    a, b = a.double(), b.double()
+    n, m = a.shape[0], b.shape[0]
+    ab = torch.cdist(a, b).mean()
+    aa = torch.cdist(a, a).sum() / (n * (n - 1))  # the diagonal is 0: n(n-1) real pairs
+    bb = torch.cdist(b, b).sum() / (m * (m - 1))
+    return float(2 * ab - aa - bb)
+
+
+gauss = torch.randn(2000, 2, generator=g)
+mean, cov = x_T.mean(0), torch.cov(x_T.T)
+print("x_T mean      ", np.round(mean.double().numpy(), 3))
+print("x_T covariance", np.round(cov.double().numpy(), 3).tolist())
+print(f"energy distance x_T vs N(0, I): {energy_distance(x_T, gauss):.4f}")
+print(f"energy distance x_0 vs N(0, I): {energy_distance(x0, gauss):.4f}")
+assert mean.abs().max() < 0.08 and (cov - torch.eye(2)).abs().max() < 0.1
+assert energy_distance(x_T, gauss) < 0.02 * energy_distance(x0, gauss)
+
+# %% [markdown]
+# ## Learning to undo it, in seconds
+#
+# The network is `MLPDenoiser`, a small residual MLP that takes a noisy point $x_t$ and the step
+# $t$ and predicts the noise $\varepsilon$ that was added. `diffusion_core.training.train` runs
+# the loop; each step is
+#
+# ```python
+# t = torch.randint(0, T, (B,))                       # a random noise level per point
+# loss = diffusion.training_losses(model, x0, t)["loss"].mean()  # ||eps - model(x_t, t)||^2
+# loss.backward(); optimizer.step()                    # plus gradient clipping and an EMA of the weights
+# ```
+#
+# where `training_losses` draws $\varepsilon \sim \mathcal N(0, I)$, forms
+# $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1 - \bar\alpha_t}\,\varepsilon$ and compares the
+# network's guess with $\varepsilon$. The chapters on the bound explain why this simple loss is
+# the right one.
+
+# %%
+config = TrainConfig(dataset="two_moons", schedule="cosine", T=T, steps=1500, batch_size=256,
+                     lr=2e-3, warmup_steps=100, ema_decay=0.99, device="cpu", seed=0)
+start = time.perf_counter()
+result = train(config, progress=False)
+seconds = time.perf_counter() - start
+model = result.ema_model  # the moving average of the weights: the copy we sample from
+print(f"{count_parameters(model):,d} parameters, {result.step} steps in {seconds:.1f} s")
+
+# %%
+history = np.array(result.history)
+smooth = np.convolve(history, np.ones(50) / 50, mode="valid")  # moving average over 50 steps
+first_loss, last_loss = float(history[0]), float(smooth[-1])
+print(f"loss at step 1: {first_loss:.3f}, over the last 50 steps: {last_loss:.3f}")
+glue("first_loss", round(first_loss, 3))
+glue("last_loss", round(last_loss, 3))
+assert abs(first_loss - 1.0) < 0.2  # the untrained network outputs 0: the loss is E||eps||^2 / 2 = 1
+assert last_loss < 0.5 * first_loss
+
+fig, ax = plt.subplots(figsize=(5, 2.6))
+ax.plot(history, color="0.8", lw=0.5, label="per step")
+ax.plot(np.arange(49, len(history)), smooth, label="moving average")
+ax.set_xlabel("training step")
+ax.set_ylabel("loss")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# The network starts by predicting $\hat\varepsilon = 0$ (its last layer is initialised to
+# zero), so the first loss is the mean of $\varepsilon^2$ over the two coordinates, about 1: it
+# is {glue:text}`first_loss:.3f`. Training brings it to {glue:text}`last_loss:.3f`. The loss
+# cannot reach 0: at high noise levels the noisy point says little about which noise was added.
+#
+# ## Sampling: noise into moons
+#
+# `sample_ddpm` runs the reverse chain {eq}`intro-reverse` from $x_T \sim \mathcal N(0, I)$ down
+# to $x_0$, one network pass per step (DDPM's algorithm 2). `clip_denoised=False` because the
+# clipping to $[-1, 1]$ is meant for images; our points leave that square. With
+# `num_frames` it also returns a `Trajectory` of intermediate $x_t$, which the slider below plays
+# back: press play, or drag it, to watch the points flow from the Gaussian onto the moons.
+
+# %%
+samples, trajectory = sample_ddpm(result.diffusion, model, (2000, 2), generator=g,
+                                  clip_denoised=False, progress=False, num_frames=19)
+
+
+def scatter_png(points: torch.Tensor, title: str, size_px: int = 160, dpi: int = 80) -> bytes:
+    """One small scatter plot of points (N, 2) as PNG bytes, for viz.scrubber."""
+    fig = Figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)  # a bare Figure, so no pyplot window is left open
+    ax = fig.add_axes((0.02, 0.02, 0.96, 0.84))
+    ax.scatter(points[:, 0], points[:, 1], s=0.3, alpha=0.5, color="C0")
+    ax.set_xlim(-2.5, 2.5)
+    ax.set_ylim(-2.5, 2.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+# Frame i holds the input x of library step i, the paper's x_{i+1}; the output is x_0.
+paper_t = [i + 1 for i in trajectory.timesteps] + [0]
+points = trajectory.x_t + [samples]
+frames = [scatter_png(p, f"t = {t}") for p, t in zip(points, paper_t, strict=True)]
+viz.scrubber(frames, paper_t, interval_ms=250)
+
+# %%
+heldout = toy_2d("two_moons", 2000, seed=1)  # a fresh draw the model never saw
+fig, axes = plt.subplots(1, 3, figsize=(8, 2.8), sharex=True, sharey=True)
+panels = [("held-out data", heldout), ("diffusion samples", samples), ("prior N(0, I)", gauss)]
+for ax, (name, pts) in zip(axes, panels, strict=True):
+    ax.scatter(pts[:, 0], pts[:, 1], s=0.5, alpha=0.5)
+    ax.set_title(name, fontsize=10)
+    ax.set_xlim(-2.5, 2.5)
+    ax.set_ylim(-2.5, 2.5)
+    ax.set_aspect("equal")
+plt.show()
+
+# %% [markdown]
+# ## How close are the samples?
+#
+# A picture can flatter. We measure the samples against a held-out draw of the data, the one the
+# network never saw, with the energy distance {eq}`intro-energy-distance`, and with two
+# nearest-neighbour distances that separate the two demands of the trilemma:
+#
+# - **quality**: the mean distance from each sample to its nearest held-out point (small when
+#   every sample lies on the data);
+# - **coverage**: the mean distance from each held-out point to its nearest sample (small when no
+#   part of the data is left without samples).
+#
+# Four candidates are compared: our samples; the prior $\mathcal N(0, I)$ (a model that learned
+# nothing); a "collapsed" generator that only produces the upper moon, like a GAN that dropped a
+# mode; and a fresh draw of the real data, which shows the values a perfect model would get at
+# this sample size.
+
+# %%
+def nn_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean distance from each point of a (n, D) to its nearest neighbour in b (m, D)."""
+    return float(torch.cdist(a.double(), b.double()).min(dim=1).values.mean())
+
+
+# The upper moon is the arc of radius 0.8 about (-0.4, -0.2) (see data.toy_2d's scaling).
+reference = toy_2d("two_moons", 4000, seed=2)
+upper = ((reference - torch.tensor([-0.4, -0.2])).norm(dim=1) - 0.8).abs() < \
+        ((reference - torch.tensor([0.4, 0.2])).norm(dim=1) - 0.8).abs()
+candidates = {"diffusion samples": samples, "prior N(0, I)": gauss,
+              "upper moon only": reference[upper][:2000], "fresh data draw": reference[:2000]}
+scores = {}
+print(f"{'':18s} {'quality':>8s} {'coverage':>9s} {'energy distance':>16s}")
+for name, pts in candidates.items():
+    scores[name] = (nn_distance(pts, heldout), nn_distance(heldout, pts), energy_distance(pts, heldout))
+    print(f"{name:18s} {scores[name][0]:8.3f} {scores[name][1]:9.3f} {scores[name][2]:16.5f}")
+
+# %%
+ed_model, ed_prior = scores["diffusion samples"][2], scores["prior N(0, I)"][2]
+glue("ed_model", round(ed_model, 5))
+glue("ed_fresh", round(scores["fresh data draw"][2], 5))
+glue("ed_prior", round(ed_prior, 4))
+glue("quality_ratio", round(scores["diffusion samples"][0] / scores["fresh data draw"][0], 1))
+glue("T_steps", T)
+assert ed_model < 0.01 * ed_prior                    # far closer to the data than the prior
+assert ed_model < scores["upper moon only"][2]       # and closer than a mode-collapsed generator
+assert scores["diffusion samples"][1] < 1.5 * scores["fresh data draw"][1]  # covers the data
+assert scores["upper moon only"][0] < 1.5 * scores["fresh data draw"][0]  # collapse: good quality ...
+assert scores["upper moon only"][1] > 3 * scores["fresh data draw"][1]  # ... poor coverage
+
+# %% [markdown]
+# The samples' energy distance to the held-out data is {glue:text}`ed_model:.5f`, against
+# {glue:text}`ed_prior:.4f` for the prior and {glue:text}`ed_fresh:.5f` for a second draw of
+# real data: at this sample size the statistic barely tells our samples from the data. The
+# nearest-neighbour columns show the trilemma's two axes on real numbers. The collapsed generator
+# scores as well as real data on quality, since every point it makes is a real moon point, but
+# badly on coverage, since half the data has no sample near it. The diffusion samples cover the
+# data as well as a fresh draw does; their quality distance is {glue:text}`quality_ratio` times
+# that of real data, because a few samples fall between the moons or just off them, as the
+# scatter plot shows. That is a small network after seconds of training; what the samples cost is
+# {glue:text}`T_steps` network passes each.
+
+# %% [markdown]
+# ## Summary
+#
+# - A generative model should give good samples, cover the whole data distribution, and
+#   sample fast; VAEs, GANs, flows and autoregressive models each give up something
+#   (sample quality, coverage or a likelihood, architectural freedom, speed).
+# - Diffusion models give up speed: they are trained on a bound on the likelihood with a
+#   stable regression loss, produce sharp and diverse samples, and need $T$ network passes
+#   per sample.
+# - A diffusion model is a VAE whose encoder is a fixed noising chain with $T$ latents of the
+#   data's size; a flow whose layers add noise; an autoregressive model over noise levels.
+# - On two moons, 1500 training steps of a small MLP with the library's loss produce samples
+#   whose energy distance to held-out data is a small fraction of the prior's, with coverage
+#   close to that of real data.
+#
+# ## Road map
+#
+# The chapters that follow take the idea apart and rebuild it, one piece each (the map on the
+# {doc}`intro` page says a little more about each).
+#
+# 2. **Forward noising** ({doc}`02_forward_noising`): the Markov chain {eq}`intro-forward` and
+#    its noise schedule.
+# 3. **The closed form $q(x_t \mid x_0)$** ({doc}`03_closed_form`): any noise level in one jump.
+# 4. **The variational bound**: why the reverse chain can be trained through a bound on
+#    $-\log p_\theta(x_0)$, and how it splits into one term per step.
+# 5. **KL between Gaussians** ({doc}`05_gaussian_kl`): each term of the bound in closed form.
+# 6. **The $\varepsilon$-parameterization and the simple loss**: from the bound to the loss we
+#    trained with above.
+# 7. **The UNet**: the network that predicts the noise in images.
+# 8. **The discrete decoder and bits per dimension**: the likelihood of 8-bit images.
+# 9. **What came after**: the cosine schedule, learned variances and importance-sampled timesteps.
+# 10. **Sampling faster**: strided sampling and the deterministic DDIM sampler.
+# 11. **Score matching and Langevin dynamics** ({doc}`11_score_langevin`): the same model seen as
+#     an estimate of $\nabla_x \log p(x)$.
+#
+# ## Exercises
+#
+# 1. Count the sequential network passes needed to sample one 3×64×64 image with an
+#    autoregressive model, with DDPM ($T = 1000$), and with a GAN.
+#
+# :::{admonition} Solution
+# :class: dropdown
+# The autoregressive model makes one pass per dimension, $3 \cdot 64 \cdot 64 = 12{,}288$; DDPM
+# one per step, 1000; a GAN one. The count for diffusion does not grow with the image, the
+# autoregressive one does.
+# :::
+#
+# 2. Train on `"eight_gaussians"` instead of `"two_moons"` (change `dataset` in the config and
+#    the data in the comparison cell). Does the model find all eight modes? Which column of the
+#    table tells you?
+#
+# :::{admonition} Solution
+# :class: dropdown
+# With the same settings the samples land on all eight clusters, and the energy distance falls
+# about twenty-fold below the prior's. The coverage column is the one that answers the question:
+# a missing cluster leaves its held-out points far from every sample, and the mean
+# nearest-neighbour distance from the data to the samples rises, even if every sample sits on some
+# cluster (which keeps the quality column small).
+# :::
+#
+# 3. Sample with the *untrained* network (build one with `MLPDenoiser(MLPConfig())`; its last
+#    layer is zero, so it predicts $\hat\varepsilon = 0$ everywhere). What comes out?
+#
+# :::{admonition} Solution
+# :class: dropdown
+# An explosion, not a blob. A network that predicts no noise claims that $x_t$ is a clean data
+# point shrunk by $\sqrt{\bar\alpha_t}$, so each reverse step divides by $\sqrt{\alpha_t}$
+# (the mean $\mu_\theta$ with $\hat\varepsilon = 0$ is $x_t / \sqrt{\alpha_t}$) and the chain
+# returns roughly $x_T / \sqrt{\bar\alpha_T}$. With the cosine schedule at $T = 100$,
+# $\bar\alpha_T \approx 2.4 \cdot 10^{-7}$, and the samples come out as a Gaussian with a
+# standard deviation of about 2000 in each coordinate. All the structure in the samples above,
+# and even their scale, comes from the trained network.
+# :::
