@@ -92,9 +92,13 @@ class UNetConfig:
 
     @classmethod
     def digits(cls, **overrides) -> UNetConfig:
-        """8x8 grey digits (scikit-learn, 8 -> 4): 565k parameters, trains on a laptop CPU."""
+        """8x8 grey digits (scikit-learn, 8 -> 4): 396k parameters, trains on a laptop CPU.
+
+        One ResBlock per level and no dropout: tuned on sample quality (two blocks,
+        or dropout 0.1, gave less recognisable digits within a 10-minute CPU budget).
+        """
         config = dict(image_size=8, in_channels=1, base_channels=24, channel_mult=(1, 2),
-                      num_res_blocks=2, attention_resolutions=(4,), dropout=0.1,
+                      num_res_blocks=1, attention_resolutions=(4,), dropout=0.0,
                       num_groups=8, num_heads=4)
         return cls(**{**config, **overrides})
 

@@ -1,0 +1,289 @@
+"""The command line: `python -m diffusion_core train | sample | nll`.
+
+A thin layer over `training.train`, the samplers and `calc_bpd_loop`; every
+option maps onto a function argument. Errors the user can fix (a missing
+checkpoint, a bad option) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoints import CheckpointError, find_checkpoint, load_model
+from .diffusion import GaussianDiffusion
+from .sampling import sample_ddim, sample_ddpm, sample_strided
+from .training import TrainConfig, load_dataset, read_config, resolve_device, sample_shape, train
+
+SAMPLERS = ("ddpm", "strided", "ddim")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+class UsageError(Exception):
+    """A mistake in the command line; reported without a traceback."""
+
+
+# -----------------------------------------------------------------------------
+# train
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    """'base_channels=32' -> ('base_channels', 32); values are JSON, else strings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--model takes KEY=VALUE (e.g. base_channels=32), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig defaults, then --config FILE, then the options given on the command line."""
+    fields = read_config(args.config).to_dict() if args.config else {}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None and f.name != "model_overrides":
+            fields[f.name] = value
+    if args.model:
+        fields["model_overrides"] = {**fields.get("model_overrides", {}),
+                                     **dict(_parse_override(m) for m in args.model)}
+    if "out_dir" not in fields:
+        fields["out_dir"] = f"runs/{fields.get('dataset', TrainConfig.dataset)}"
+    return TrainConfig(**fields)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    start = time.perf_counter()
+    result = train(config, resume=not args.no_resume, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    last = result.history[-config.log_every:]
+    print(f"trained {config.dataset} to step {result.step} in {elapsed:.1f} s "
+          f"({result.steps_per_sec:.2f} steps/s, "
+          f"{result.steps_per_sec * config.batch_size:.0f} images/s); "
+          f"mean loss of the last {len(last)} steps {sum(last) / max(len(last), 1):.4f}; "
+          f"checkpoint in {Path(config.out_dir) / 'checkpoint'}")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# sample
+
+
+def open_model(args: argparse.Namespace):
+    """(model, diffusion, config) from --checkpoint or --pretrained."""
+    device = resolve_device(args.device)
+    if args.pretrained:
+        from .pretrained import load_pretrained
+
+        return load_pretrained(args.pretrained, device=str(device))
+    if find_checkpoint(args.checkpoint) is None:
+        raise UsageError(f"no checkpoint in {args.checkpoint!r}: train one with "
+                         f"`python -m diffusion_core train --out-dir {args.checkpoint}`, "
+                         "or pass --pretrained NAME")
+    return load_model(args.checkpoint, device=str(device), ema=not args.raw_weights)
+
+
+def draw_samples(model: torch.nn.Module, diffusion: GaussianDiffusion, shape: tuple[int, ...],
+                 n: int, sampler: str = "strided", steps: int = 250, eta: float = 0.0,
+                 seed: int = 0, batch_size: int = 500, device: str | torch.device = "cpu",
+                 progress: bool = True) -> torch.Tensor:
+    """n samples (n, *shape) from one seeded generator, drawn in batches."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    generator = torch.Generator(device).manual_seed(seed)
+    kwargs = dict(generator=generator, device=device, progress=progress)
+    batches = []
+    for start in range(0, n, batch_size):
+        batch_shape = (min(batch_size, n - start), *shape)
+        if sampler == "ddpm":
+            x = sample_ddpm(diffusion, model, batch_shape, **kwargs)
+        elif sampler == "strided":
+            x = sample_strided(diffusion, model, batch_shape, steps, **kwargs)
+        else:
+            x = sample_ddim(diffusion, model, batch_shape, steps, eta=eta, **kwargs)
+        batches.append(x.cpu())
+    return torch.cat(batches)
+
+
+def save_points_png(points: torch.Tensor, path: Path) -> None:
+    """A scatter plot of 2-D samples (N, 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(points[:, 0], points[:, 1], s=2)
+    ax.set_aspect("equal")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    model, diffusion, config = open_model(args)
+    device = next(model.parameters()).device
+    steps = diffusion.T if args.sampler == "ddpm" else args.steps
+    if not 1 <= steps <= diffusion.T:
+        raise UsageError(f"--steps must be in 1..T = 1..{diffusion.T}, got {steps}")
+    start = time.perf_counter()
+    x = draw_samples(model, diffusion, sample_shape(config), args.n, args.sampler, steps,
+                     args.eta, args.seed, args.batch_size, device, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if x.dim() == 2:
+        save_points_png(x, out)
+    else:
+        from .viz import save_grid_png
+
+        save_grid_png(x[: args.grid], out, nrow=args.nrow)
+    print(f"{args.n} samples ({args.sampler}, {steps} steps) in {elapsed:.1f} s; wrote {out}")
+    if args.evaluate:
+        if config.dataset != "digits":
+            raise UsageError("--evaluate needs a digits model (it uses a digits classifier)")
+        from .baselines import evaluate_digit_samples
+
+        ev = evaluate_digit_samples(x)
+        shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(ev["class_shares"]))
+        print(f"classifier: {ev['confident_fraction']:.1%} of samples with confidence >= 0.9; "
+              f"class shares {shares}; {'passes' if ev['passes'] else 'fails'} the quality target")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# nll
+
+
+def cmd_nll(args: argparse.Namespace) -> int:
+    model, diffusion, config = open_model(args)
+    if config.dataset not in ("digits", "mnist"):
+        raise UsageError(f"nll needs an image model (digits, mnist), this one is {config.dataset}")
+    device = next(model.parameters()).device
+    x0 = load_dataset(config, args.split)
+    x0 = x0[: args.n] if args.n else x0
+    generator = torch.Generator(device).manual_seed(args.seed)
+    terms = {"prior": [], "L_0": [], "sum of KL terms": [], "total": []}
+    start = time.perf_counter()
+    for batch in x0.split(args.batch_size):
+        out = diffusion.calc_bpd_loop(model, batch.to(device), progress=not args.quiet,
+                                      generator=generator)
+        terms["prior"].append(out["prior_bpd"])
+        terms["L_0"].append(out["vb"][:, 0])
+        terms["sum of KL terms"].append(out["vb"][:, 1:].sum(dim=1))
+        terms["total"].append(out["total_bpd"])
+    elapsed = time.perf_counter() - start
+    print(f"{config.dataset} {args.split} split, {len(x0)} images, T={diffusion.T}, "
+          f"{elapsed:.1f} s; bits/dim (mean over images):")
+    for name, values in terms.items():
+        print(f"  {name:<16} {torch.cat(values).mean().item():.4f}")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# the parser
+
+
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", default="runs/digits",
+                     help="a run directory (from train --out-dir) or a checkpoint directory "
+                          "(default: runs/digits)")
+    src.add_argument("--pretrained", metavar="NAME",
+                     help="a shipped checkpoint instead, e.g. digits_simple")
+    p.add_argument("--raw-weights", action="store_true",
+                   help="use the raw weights instead of their moving average (EMA)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m diffusion_core",
+                                     description="Train, sample and score diffusion models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model (resumes from --out-dir)",
+                       description="Train a denoiser. Unset options take TrainConfig's defaults.")
+    p.add_argument("--config", help="a TrainConfig JSON file; options below override it")
+    p.add_argument("--dataset", help=f"digits, mnist or a 2-D toy (default {d.dataset})")
+    p.add_argument("--data-dir", help="folder of the MNIST IDX files")
+    p.add_argument("--model-preset", help="auto, digits, mnist, cifar10, mlp (default auto)")
+    p.add_argument("--model", action="append", metavar="KEY=VALUE",
+                   help="override a field of the network config, e.g. base_channels=32 "
+                        "or channel_mult=[1,2] (repeatable)")
+    p.add_argument("--schedule", help=f"linear or cosine (default {d.schedule})")
+    p.add_argument("--T", type=int, help=f"diffusion steps (default {d.T})")
+    p.add_argument("--model-var", help=f"fixed_small, fixed_large, learned_range "
+                                       f"(default {d.model_var})")
+    p.add_argument("--loss-type", help=f"simple, vlb, hybrid (default {d.loss_type})")
+    p.add_argument("--timestep-sampler", help=f"uniform or importance (default "
+                                              f"{d.timestep_sampler})")
+    p.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
+    p.add_argument("--lr", type=float, help=f"(default {d.lr})")
+    p.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
+    p.add_argument("--warmup-steps", type=int, help=f"(default {d.warmup_steps})")
+    p.add_argument("--steps", type=int, help=f"(default {d.steps})")
+    p.add_argument("--grad-clip", type=float, help=f"(default {d.grad_clip})")
+    p.add_argument("--ema-decay", type=float, help=f"(default {d.ema_decay})")
+    p.add_argument("--seed", type=int, help=f"(default {d.seed})")
+    p.add_argument("--device", help="auto (CUDA if available), cpu, cuda (default auto)")
+    p.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (CUDA)")
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile (CUDA)")
+    p.add_argument("--out-dir", help="run directory (default runs/<dataset>)")
+    p.add_argument("--checkpoint-every", type=int, help=f"(default {d.checkpoint_every})")
+    p.add_argument("--log-every", type=int, help=f"(default {d.log_every})")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start from scratch even if --out-dir holds a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples and write a PNG grid")
+    _add_model_source(p)
+    p.add_argument("--sampler", choices=SAMPLERS, default="strided",
+                   help="ddpm (all T steps), strided (iDDPM respacing) or ddim (default strided)")
+    p.add_argument("--steps", type=positive_int, default=250,
+                   help="steps for strided and ddim (default 250; ddpm uses all T)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale (default 0)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
+    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
+    p.add_argument("--grid", type=positive_int, default=100, help="at most this many in the grid")
+    p.add_argument("--nrow", type=positive_int, default=10, help="images per grid row (default 10)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="digits: score the samples with a classifier trained on real digits")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("nll", help="held-out negative log-likelihood bound in bits/dim")
+    _add_model_source(p)
+    p.add_argument("--split", default="test", help="data split (default test)")
+    p.add_argument("--n", type=int, default=0, help="use the first N images (default all)")
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.set_defaults(func=cmd_nll)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:  # a diverged run: its last good checkpoint is kept
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,84 @@
+"""Tests for the command line, `python -m diffusion_core train | sample | nll`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from diffusion_core.cli import build_parser, config_from_args, main
+from diffusion_core.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "base_channels=8", "--model", "channel_mult=[1,2]", "--model",
+        "num_res_blocks=1", "--model", "attention_resolutions=[]", "--model", "num_groups=4",
+        "--model", "num_heads=1"]
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "diffusion_core", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_works_for_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "{train,sample,nll}" in capsys.readouterr().out
+    for command in ("train", "sample", "nll"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        assert "usage: python -m diffusion_core " + command in capsys.readouterr().out
+
+
+def test_train_options_map_onto_the_config():
+    args = build_parser().parse_args(["train", "--steps", "7", "--schedule", "cosine",
+                                      "--T", "500", *TINY])
+    config = config_from_args(args)
+    assert config == TrainConfig(steps=7, schedule="cosine", T=500, out_dir="runs/digits",
+                                 model_overrides={"base_channels": 8, "channel_mult": (1, 2),
+                                                  "num_res_blocks": 1, "attention_resolutions": (),
+                                                  "num_groups": 4, "num_heads": 1})
+
+
+def test_train_sample_nll_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    out = run_cli("train", "--steps", "3", "--T", "50", "--batch-size", "8", "--out-dir",
+                  str(run), "--quiet", *TINY)
+    assert out.returncode == 0, out.stderr
+    assert "trained digits to step 3" in out.stdout
+    assert (run / "checkpoint" / "ema.safetensors").is_file()
+
+    png = tmp_path / "grid.png"
+    out = run_cli("sample", "--checkpoint", str(run), "--n", "6", "--nrow", "3",
+                  "--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--out", str(png), "--quiet")
+    assert out.returncode == 0, out.stderr
+    image = matplotlib.image.imread(png)
+    assert image.shape[:2] == (2 * 8 + 3 * 2, 3 * 8 + 4 * 2)  # 2 rows x 3 of 8x8, padding 2
+
+    out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--quiet")
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    values = {k: float(v.split()[-1]) for k, v in lines.items()}
+    assert set(values) == {"prior", "L_0", "sum", "total"}
+    assert values["total"] == pytest.approx(values["prior"] + values["L_0"] + values["sum"],
+                                            abs=2e-4)
+
+
+def test_errors_exit_with_code_2_and_a_message(tmp_path, capsys):
+    # main returns (no exception escapes, so no traceback) and says what to do
+    assert main(["sample", "--checkpoint", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no checkpoint in") and "--out-dir" in err
+    (tmp_path / "broken" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "broken" / "checkpoint" / "state.json").write_text("{")
+    assert main(["nll", "--checkpoint", str(tmp_path / "broken")]) == 2
+    assert "state.json is corrupt" in capsys.readouterr().err
+    assert main(["train", "--schedule", "quadratic", "--out-dir", str(tmp_path)]) == 2
+    assert main(["sample", "--pretrained", "nonexistent"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["sample", "--n", "0"])
+    assert e.value.code == 2

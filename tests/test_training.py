@@ -1,0 +1,195 @@
+"""Tests for diffusion_core.training: the config, the timestep samplers, the loop."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_core.checkpoints import read_checkpoint
+from diffusion_core.training import (
+    ImportanceSampler,
+    TrainConfig,
+    UniformSampler,
+    build_diffusion,
+    build_model,
+    train,
+)
+
+TINY_UNET = {"base_channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1,
+             "attention_resolutions": (), "num_groups": 4, "num_heads": 1, "dropout": 0.0}
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(model_overrides=TINY_UNET, T=100, batch_size=32, steps=30, lr=3e-3,
+                warmup_steps=0, device="cpu", log_every=10)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Bit-identical comparisons need one fixed thread count.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- config -----------------------------------------------------------------------------
+
+
+def test_config_round_trips_through_json():
+    c = TrainConfig(dataset="two_moons", model_overrides={"hidden": 64}, schedule="cosine",
+                    timestep_sampler="importance", out_dir="runs/x")
+    c2 = TrainConfig.from_json(json.dumps(json.loads(c.to_json())))
+    assert c2 == c
+    u = tiny_config()
+    assert TrainConfig.from_json(u.to_json()) == u  # tuples come back as tuples
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("schedule", "quadratic", "schedule must be one of"),
+    ("steps", 0, "steps must be an integer >= 1"),
+    ("ema_decay", 1.0, "ema_decay must be in [0, 1)"),
+    ("dataset", "cifar", "dataset must be one of"),
+    ("timestep_sampler", "loss", "timestep_sampler must be one of"),
+])
+def test_config_rejects_bad_values_by_name(field, value, words):
+    with pytest.raises(ValueError, match=words.replace("[", r"\[").replace(")", r"\)")):
+        TrainConfig(**{field: value})
+
+
+def test_from_dict_names_unknown_fields():
+    with pytest.raises(ValueError, match="unknown TrainConfig fields.*'stepz'"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+def test_learned_range_doubles_the_output_channels():
+    model = build_model(tiny_config(model_var="learned_range"))
+    x = torch.zeros(2, 1, 8, 8)
+    assert model(x, torch.zeros(2, dtype=torch.long)).shape == (2, 2, 8, 8)
+
+
+# ---- timestep samplers --------------------------------------------------------------------
+
+
+def fill_history(sampler: ImportanceSampler, rng: np.random.Generator, rounds: int) -> np.ndarray:
+    """Feed `rounds` losses to every t (in shuffled batches); return them as (T, rounds)."""
+    T = sampler.T
+    fed = np.zeros((T, rounds))
+    for r in range(rounds):
+        t = rng.permutation(T)
+        losses = rng.gamma(2.0, 1.0 + np.arange(T)[t] / T)  # larger on average at larger t
+        fed[t, r] = losses
+        sampler.update(torch.from_numpy(t), torch.from_numpy(losses))
+    return fed
+
+
+def test_importance_sampler_is_uniform_until_every_t_has_ten_losses():
+    s = ImportanceSampler(T=20)
+    fill_history(s, np.random.default_rng(0), rounds=9)
+    assert torch.equal(s.probs(), torch.full((20,), 1 / 20, dtype=torch.float64))
+    fill_history(s, np.random.default_rng(1), rounds=1)
+    assert not torch.allclose(s.probs(), torch.full((20,), 1 / 20, dtype=torch.float64))
+
+
+def test_importance_sampler_probabilities_follow_the_rms_of_the_last_ten_losses():
+    T = 50
+    s = ImportanceSampler(T)
+    fed = fill_history(s, np.random.default_rng(0), rounds=13)
+    rms = np.sqrt((fed[:, -10:] ** 2).mean(axis=1))  # only the last 10 count
+    expected = 0.999 * rms / rms.sum() + 0.001 / T
+    np.testing.assert_allclose(s.probs().numpy(), expected, rtol=1e-12)
+
+
+def test_importance_weights_make_the_weighted_loss_unbiased():
+    """E_{t~p}[w_t L_t] = Σ_t p_t L_t / (T p_t) = mean_t L_t, summed exactly over t."""
+    T = 50
+    s = ImportanceSampler(T)
+    fill_history(s, np.random.default_rng(0), rounds=10)
+    p = s.probs()
+    assert abs(float(p.sum()) - 1.0) < 1e-12
+    L = torch.rand(T, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    w = 1.0 / (T * p)
+    assert torch.allclose((p * w * L).sum(), L.mean(), rtol=1e-12, atol=0)
+    # the weights `sample` hands out are these same w_t
+    t, weights = s.sample(1000, torch.Generator().manual_seed(2))
+    assert torch.allclose(weights.double(), w[t], rtol=1e-6)
+
+
+def test_importance_sampler_draws_in_proportion_to_p():
+    T = 5
+    s = ImportanceSampler(T, uniform_prob=0.0)
+    for _ in range(10):
+        s.update(torch.arange(T), torch.tensor([1.0, 1.0, 2.0, 2.0, 4.0]))
+    t, _ = s.sample(100_000, torch.Generator().manual_seed(0))
+    freq = torch.bincount(t, minlength=T).double() / t.numel()
+    assert torch.allclose(freq, torch.tensor([0.1, 0.1, 0.2, 0.2, 0.4], dtype=torch.float64),
+                          atol=0.01)
+
+
+def test_uniform_sampler_weights_are_one():
+    t, w = UniformSampler(10).sample(64, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() <= 9 and torch.equal(w, torch.ones(64))
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+def fixed_batch_loss(model, config: TrainConfig) -> float:
+    """L_simple of `model` on one fixed batch of digits, timesteps and noise."""
+    from diffusion_core.data import load_digits
+
+    g = torch.Generator().manual_seed(123)
+    x0 = load_digits("train")[0][:256]
+    t = torch.randint(0, config.T, (256,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    with torch.no_grad():
+        return build_diffusion(config).training_losses(model, x0, t, noise)["loss"].mean().item()
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch():
+    config = tiny_config(steps=40)
+    before = fixed_batch_loss(build_model(config).eval(), config)
+    result = train(config, progress=False)
+    after = fixed_batch_loss(result.model, config)
+    assert len(result.history) == 40 and result.step == 40 and result.steps_per_sec > 0
+    assert after < 0.7 * before, (before, after)
+    # the EMA model is a separate module that moved away from the initial weights too
+    assert fixed_batch_loss(result.ema_model, config) < before
+
+
+def test_training_is_reproducible_from_the_seed():
+    a = train(tiny_config(steps=5), progress=False)
+    b = train(tiny_config(steps=5), progress=False)
+    assert a.history == b.history
+    for (ka, va), (kb, vb) in zip(a.ema_model.state_dict().items(),
+                                  b.ema_model.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_resume_extends_a_finished_run_to_the_same_weights(tmp_path):
+    """Train 6 steps, then ask for 12 in the same out_dir: equal to 12 steps straight."""
+    cfg = dict(model_overrides={**TINY_UNET, "dropout": 0.1}, timestep_sampler="importance",
+               checkpoint_every=4)
+    train(tiny_config(steps=6, out_dir=str(tmp_path / "a"), **cfg), progress=False)
+    resumed = train(tiny_config(steps=12, out_dir=str(tmp_path / "a"), **cfg), progress=False)
+    straight = train(tiny_config(steps=12, out_dir=str(tmp_path / "b"), **cfg), progress=False)
+    assert resumed.history == straight.history
+    for m1, m2 in [(resumed.model, straight.model), (resumed.ema_model, straight.ema_model)]:
+        for v1, v2 in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+            assert torch.equal(v1, v2)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    out = str(tmp_path / "run")
+    train(tiny_config(steps=4, checkpoint_every=2, out_dir=out), progress=False)
+    before = read_checkpoint(out)
+    files = {p.name: p.read_bytes() for p in before.path.iterdir()}
+    # An absurd learning rate blows the weights up at the first step after the resume; the
+    # loss of the next step is no longer finite.
+    with pytest.raises(FloatingPointError, match=r"at step (6|7|8)\b.*last checkpoint.*kept"):
+        train(tiny_config(steps=8, checkpoint_every=100, lr=1e30, out_dir=out), progress=False)
+    after = read_checkpoint(out)
+    assert after.step == 4
+    assert {p.name: p.read_bytes() for p in after.path.iterdir()} == files
