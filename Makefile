@@ -17,7 +17,7 @@ PYTHON := $(BIN)python
 STAMP := .make/installed-$(shell echo "$(VIRTUAL_ENV)" | md5sum | cut -c1-8)
 BOOK_JS := book/_vendor/.stamp
 
-.PHONY: help install test test-lib test-book book vendor check-html notebooks lint clean
+.PHONY: help install test test-lib test-book book vendor check-html notebooks bench lint clean
 
 help:
 	@echo "make book   build the HTML book into _build/html"
@@ -67,6 +67,10 @@ check-html: install
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@[ -d scripts/node_modules/playwright-core ] || npm ci --prefix scripts --no-audit --no-fund
 	REQUIRE_BOOK_HTML=1 $(PYTHON) -m pytest tests/test_book_html.py -v
+
+# Speed beside diffusers and lucidrains (own venv in bench/.venv) -> bench/RESULTS.md
+bench:
+	bash bench/run.sh
 
 lint: install
 	$(PYTHON) -m ruff check diffusion_core tests

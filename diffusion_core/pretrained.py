@@ -41,14 +41,14 @@ REGISTRY: dict[str, Pretrained] = {p.name: p for p in [
         "the default digits model: ε-prediction, L_simple, cosine schedule, T=1000",
         _DIGITS,
         "python -m diffusion_core train --out-dir runs/pretrained/digits_simple",
-        "",
+        "2a11dfca10db987495cd430f39e1d4950532db35efbc0a2027f15faff209a28c",
     ),
     Pretrained(
         "digits_vlb",
         "the default digits model trained on the true bound L_vlb instead of L_simple",
         dataclasses.replace(_DIGITS, loss_type="vlb", out_dir="runs/pretrained/digits_vlb"),
         "python -m diffusion_core train --loss-type vlb --out-dir runs/pretrained/digits_vlb",
-        "",
+        "f6a9e25e40b179ce86ac7bebb021e93bb50dcbf8f4c448afb6d719984252a618",
     ),
     Pretrained(
         "digits_hybrid",
@@ -57,7 +57,7 @@ REGISTRY: dict[str, Pretrained] = {p.name: p for p in [
                             out_dir="runs/pretrained/digits_hybrid"),
         "python -m diffusion_core train --model-var learned_range --loss-type hybrid "
         "--out-dir runs/pretrained/digits_hybrid",
-        "",
+        "c42904620979f5fb35502dab8ff9246fc0544002aaa0c899482abeff292989d6",
     ),
     Pretrained(
         "toy_moons",
@@ -66,7 +66,7 @@ REGISTRY: dict[str, Pretrained] = {p.name: p for p in [
                     ema_decay=0.999, out_dir="runs/pretrained/toy_moons"),
         "python -m diffusion_core train --dataset two_moons --schedule linear --batch-size 512 "
         "--steps 4000 --lr 0.001 --ema-decay 0.999 --out-dir runs/pretrained/toy_moons",
-        "",
+        "521d36950466c862bc924783b0e89da8672b278699f0ba24d4702da0718852f2",
     ),
 ]}
 

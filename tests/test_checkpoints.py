@@ -30,7 +30,7 @@ TINY_UNET = {"base_channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1,
 
 
 def tiny_config(**kw) -> TrainConfig:
-    base = dict(model_overrides=TINY_UNET, T=100, batch_size=16, steps=6, lr=3e-3,
+    base = dict(model_overrides=TINY_UNET, schedule="linear", T=100, batch_size=16, steps=6, lr=3e-3,
                 warmup_steps=2, device="cpu", checkpoint_every=3, log_every=3)
     return TrainConfig(**{**base, **kw})
 
@@ -244,7 +244,7 @@ def test_recorded_commands_parse_to_the_recorded_configs():
         assert config_from_args(build_parser().parse_args(argv[3:])) == spec.config, spec.name
 
 
-@pytest.mark.parametrize("name", ["digits_simple", "digits_hybrid", "toy_moons"])
+@pytest.mark.parametrize("name", ["digits_simple", "digits_vlb", "digits_hybrid", "toy_moons"])
 def test_shipped_checkpoints_load_and_match_their_hash(name):
     from diffusion_core.pretrained import PACKAGE_DIR, REGISTRY, load_pretrained
 

@@ -1,0 +1,177 @@
+"""Tests for diffusion_core.metrics: the Fréchet distance against closed forms, the digit
+classifier's held-out accuracy, and the FID ranking real < blurred < noise."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffusion_core.data import load_digits
+from diffusion_core.metrics import (
+    ClassifierConfig,
+    accuracy,
+    class_probs,
+    confidence_stats,
+    features,
+    fid,
+    frechet_distance,
+    gaussian_frechet_distance,
+    train_classifier,
+    train_digit_classifier,
+)
+
+
+def random_rotation(d: int, gen: torch.Generator) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    return q
+
+
+# -----------------------------------------------------------------------------
+# Fréchet distance vs closed forms
+
+
+def test_diagonal_covariances_match_closed_form():
+    # For diagonal covariances the distance is ||mu_a - mu_b||^2 + sum_i (sigma_a,i - sigma_b,i)^2;
+    # a zero variance (singular covariance) must be handled too.
+    gen = torch.Generator().manual_seed(0)
+    mu_a, mu_b = torch.randn(2, 6, generator=gen, dtype=torch.float64)
+    sd_a = torch.rand(6, generator=gen, dtype=torch.float64) * 2
+    sd_b = torch.rand(6, generator=gen, dtype=torch.float64) * 2
+    sd_a[0] = 0.0
+    expected = float((mu_a - mu_b).pow(2).sum() + (sd_a - sd_b).pow(2).sum())
+    got = gaussian_frechet_distance(mu_a, torch.diag(sd_a**2), mu_b, torch.diag(sd_b**2))
+    assert got == pytest.approx(expected, rel=1e-10)
+
+
+def test_commuting_full_covariances_match_closed_form():
+    # Covariances sharing eigenvectors Q: distance = ||dmu||^2 + sum_i (sqrt(l_a,i) - sqrt(l_b,i))^2.
+    gen = torch.Generator().manual_seed(1)
+    q = random_rotation(5, gen)
+    lam_a = torch.rand(5, generator=gen, dtype=torch.float64) * 3 + 0.1
+    lam_b = torch.rand(5, generator=gen, dtype=torch.float64) * 3 + 0.1
+    mu_a, mu_b = torch.randn(2, 5, generator=gen, dtype=torch.float64)
+    cov_a, cov_b = q @ torch.diag(lam_a) @ q.T, q @ torch.diag(lam_b) @ q.T
+    expected = float((mu_a - mu_b).pow(2).sum() + (lam_a.sqrt() - lam_b.sqrt()).pow(2).sum())
+    assert gaussian_frechet_distance(mu_a, cov_a, mu_b, cov_b) == pytest.approx(expected, rel=1e-10)
+
+
+def test_general_2x2_covariances_match_closed_form():
+    # For 2x2 M = A B with positive eigenvalues, Tr(M^{1/2}) = sqrt(Tr M + 2 sqrt(det M)):
+    # an independent formula for non-commuting full covariances.
+    a = torch.tensor([[2.0, 0.7], [0.7, 1.0]], dtype=torch.float64)
+    b = torch.tensor([[0.5, -0.3], [-0.3, 1.5]], dtype=torch.float64)
+    mu_a = torch.tensor([0.3, -1.0], dtype=torch.float64)
+    mu_b = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    tr_sqrt = math.sqrt(float((a @ b).trace()) + 2 * math.sqrt(float(torch.det(a) * torch.det(b))))
+    expected = float((mu_a - mu_b).pow(2).sum() + a.trace() + b.trace()) - 2 * tr_sqrt
+    assert gaussian_frechet_distance(mu_a, a, mu_b, b) == pytest.approx(expected, rel=1e-10)
+    assert gaussian_frechet_distance(mu_b, b, mu_a, a) == pytest.approx(expected, rel=1e-10)
+
+
+def test_samples_approach_the_closed_form():
+    # Fitting Gaussians to many samples recovers the distance between the true Gaussians.
+    gen = torch.Generator().manual_seed(2)
+    q = random_rotation(3, gen)
+    lam_a = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    lam_b = torch.tensor([0.3, 1.0, 3.0], dtype=torch.float64)
+    mu_a = torch.tensor([0.0, 1.0, -1.0], dtype=torch.float64)
+    mu_b = torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)
+    n = 200_000
+    x_a = mu_a + (torch.randn(n, 3, generator=gen, dtype=torch.float64) * lam_a.sqrt()) @ q.T
+    x_b = mu_b + (torch.randn(n, 3, generator=gen, dtype=torch.float64) * lam_b.sqrt()) @ q.T
+    expected = float((mu_a - mu_b).pow(2).sum() + (lam_a.sqrt() - lam_b.sqrt()).pow(2).sum())
+    assert frechet_distance(x_a.float(), x_b.float()) == pytest.approx(expected, abs=0.03)
+
+
+def test_identical_sets_are_at_distance_zero():
+    gen = torch.Generator().manual_seed(3)
+    feats = torch.randn(500, 64, generator=gen)
+    assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-8)
+    few = torch.randn(20, 64, generator=gen)  # N < D: a singular covariance
+    assert frechet_distance(few, few.clone()) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="feats_a must have shape"):
+        frechet_distance(torch.randn(10), torch.randn(10, 3))
+    with pytest.raises(ValueError, match="same feature size"):
+        frechet_distance(torch.randn(10, 3), torch.randn(10, 4))
+    with pytest.raises(ValueError, match=r"cov_b must have shape \(D, D\)"):
+        gaussian_frechet_distance(torch.zeros(2), torch.eye(2), torch.zeros(2), torch.eye(3))
+    with pytest.raises(ValueError, match="probs must hold probabilities"):
+        confidence_stats(torch.full((4, 10), 0.2))
+
+
+# -----------------------------------------------------------------------------
+# Confidence statistics on hand-made probabilities
+
+
+def test_confidence_stats_on_known_probabilities():
+    # 20 images: classes 0..9 twice each; the first ten with top probability 0.95, the rest 0.5.
+    probs = torch.zeros(20, 10)
+    for i in range(20):
+        top = 0.95 if i < 10 else 0.5
+        probs[i] = (1 - top) / 9
+        probs[i, i % 10] = top
+    stats = confidence_stats(probs)
+    assert stats["frac_confident"] == pytest.approx(0.5)
+    assert stats["class_shares"] == pytest.approx([0.1] * 10)
+    assert stats["class_entropy"] == pytest.approx(math.log(10))
+
+    one_class = F.one_hot(torch.full((7,), 3), 10).float()
+    stats = confidence_stats(one_class)
+    assert stats["frac_confident"] == 1.0
+    assert stats["class_shares"][3] == 1.0 and sum(stats["class_shares"]) == 1.0
+    assert stats["class_entropy"] == 0.0
+
+
+# -----------------------------------------------------------------------------
+# The classifier and the FID sanity ranking
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return train_digit_classifier(seed=0)
+
+
+def test_classifier_generalises_to_held_out_digits(classifier):
+    x_test, y_test = load_digits("test")
+    assert accuracy(classifier, x_test, y_test) >= 0.95
+    assert train_digit_classifier(seed=0) is classifier  # cached, not retrained
+    assert not any(p.requires_grad for p in classifier.parameters())
+
+
+def test_real_digits_look_confident_and_balanced(classifier):
+    x_test, _ = load_digits("test")
+    stats = confidence_stats(class_probs(classifier, x_test))
+    assert stats["frac_confident"] > 0.8
+    assert stats["class_entropy"] > 0.98 * math.log(10)  # the test split is 30 per class
+
+
+def test_fid_ranks_real_then_blurred_then_noise(classifier):
+    x_train, _ = load_digits("train")
+    x_test, _ = load_digits("test")
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(x_test.shape, generator=gen) * 2 - 1
+    blurred = F.avg_pool2d(F.pad(x_test, (1, 1, 1, 1), value=-1.0), 3, stride=1)  # 3x3 box blur
+    fid_real = fid(x_train, x_test, classifier)
+    fid_blur = fid(x_train, blurred, classifier)
+    fid_noise = fid(x_train, noise, classifier)
+    assert fid_noise > 10 * fid_real
+    assert fid_real < fid_blur < fid_noise
+
+
+def test_features_shape_and_any_image_size():
+    # The same code serves 28x28 images (MNIST): one quick epoch on random data.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 28, 28, generator=gen) * 2 - 1
+    y = torch.randint(0, 10, (64,), generator=gen)
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    model = train_classifier(x, y, ClassifierConfig(image_size=28), epochs=1)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)
+    feats = features(model, x)
+    assert feats.shape == (64, 64)
+    assert torch.allclose(feats.norm(dim=1), torch.full((64,), 8.0))  # length sqrt(D)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\)"):
+        features(model, torch.zeros(2, 1, 8, 8))
