@@ -46,7 +46,7 @@ from diffusion_core.data import DIGITS_LEVELS, load_digits
 from diffusion_core.notebook import glue, setup
 from diffusion_core.pretrained import load_pretrained
 
-g = setup(seed=0)
+g = setup(seed=0, threads=1)  # one thread: fast and reproducible on any machine
 f64 = torch.float64
 
 # %% [markdown]
@@ -93,9 +93,10 @@ def reverse_conditional(x_t: float, abar_prev: float, beta: float) -> np.ndarray
 def kl_to_moment_matched_gaussian(p: np.ndarray) -> float:
     m = np.trapezoid(grid * p, grid)
     v = np.trapezoid((grid - m) ** 2 * p, grid)
-    q = stats.norm.pdf(grid, m, math.sqrt(v))
-    ok = p > 1e-300
-    return float(np.trapezoid(np.where(ok, p * np.log(np.where(ok, p, 1) / q), 0.0), grid))
+    log_q = stats.norm.logpdf(grid, m, math.sqrt(v))
+    ok = p > 1e-300  # 0 log 0 = 0
+    log_p = np.log(np.where(ok, p, 1.0))
+    return float(np.trapezoid(np.where(ok, p * (log_p - log_q), 0.0), grid))
 
 
 abar_prev, x_t_value = 0.9, 0.0  # a point between the modes, where the shape matters most
@@ -167,12 +168,15 @@ assert kl_small < 1e-3 < 0.05 < kl_large  # small steps: Gaussian; large steps: 
 diffusion = GaussianDiffusion(make_schedule("linear", 1000), num_levels=DIGITS_LEVELS)
 s = diffusion.schedule
 x0_value, x_t_value = 0.4, -0.3
+grid = np.linspace(-3, 3, 600_001)  # fine: at the paper's t=2 the posterior std is ~0.008
 rows = []
 for t in (1, 10, 100, 500, 999):  # 0-based index; the paper's t is t + 1
-    prior = stats.norm.pdf(grid, math.sqrt(s.alphas_cumprod_prev[t]) * x0_value,
-                           math.sqrt(1 - s.alphas_cumprod_prev[t]))
-    lik = stats.norm.pdf(x_t_value, math.sqrt(1 - s.betas[t]) * grid, math.sqrt(s.betas[t]))
-    post = prior * lik / np.trapezoid(prior * lik, grid)
+    # In log space: at small t both factors are far in each other's tails.
+    log_prior = stats.norm.logpdf(grid, math.sqrt(s.alphas_cumprod_prev[t]) * x0_value,
+                                  math.sqrt(1 - s.alphas_cumprod_prev[t]))
+    log_lik = stats.norm.logpdf(x_t_value, math.sqrt(1 - s.betas[t]) * grid, math.sqrt(s.betas[t]))
+    post = np.exp(log_prior + log_lik - (log_prior + log_lik).max())
+    post /= np.trapezoid(post, grid)
     m_num = np.trapezoid(grid * post, grid)
     v_num = np.trapezoid((grid - m_num) ** 2 * post, grid)
     m, v, _ = diffusion.q_posterior_mean_variance(torch.tensor([[x0_value]], dtype=f64),
@@ -282,7 +286,7 @@ assert prior_bpd.max() < 1e-4
 
 # %%
 model, diffusion, config = load_pretrained("digits_simple", progress=False)
-x0 = digits[:100]
+x0 = digits[:50]
 with torch.no_grad():
     result = diffusion.calc_bpd_loop(model, x0, generator=torch.Generator().manual_seed(0))
 vb = result["vb"]  # (B, T): index 0 is L_0, index t >= 1 is L_{t}
@@ -297,7 +301,7 @@ glue("digits_L0_bpd", parts["L_0"])
 
 # %%
 assert torch.allclose(result["total_bpd"], result["prior_bpd"] + vb.sum(1))
-assert abs(sum(parts.values()) - total) < 1e-9
+assert abs(sum(parts.values()) - total) < 1e-5 * total  # float32 sums in another order
 assert bool((vb[:, 1:] >= 0).all())  # KL terms are never negative
 
 # %%
