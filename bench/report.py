@@ -78,7 +78,7 @@ def profile_section(profile: dict) -> list[str]:
     families = list(dict.fromkeys(f for c in profile["contenders"].values() for f in c["families_ms"]))
     lines = [
         f"Self CPU time per training step (ms), `torch.profiler`, shape {profile['shape']}, batch 64, "
-        f"{profile['threads']} threads, mean of {profile['steps']} profiled steps per contender taken in turns.",
+        f"torch threads: {profile['threads']}, mean of {profile['steps']} profiled steps per contender taken in turns.",
         "",
         "| op family | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
@@ -118,7 +118,7 @@ def render(results: dict, profile: dict | None) -> str:
         "measured with the contenders taking turns step by step, are what to read.",
         f"- Protocol: training step = forward + MSE + backward + AdamW (batch {meta['train_batch']}); "
         f"sampling step = one forward without gradients (batch {meta['sample_batch']}). "
-        f"{meta['warmup']} warm-up steps, then {meta['rounds']} rounds of {meta['steps']} training steps "
+        f"Warm-up steps: {meta['warmup']}; then {meta['rounds']} rounds of {meta['steps']} training steps "
         f"({meta['sample_steps']} sampling steps) per contender, interleaved one step at a time. "
         "A ratio is computed per round from that round's medians; the table gives the median over rounds "
         "and [min, max]. 'CPU time' ratios use the process CPU time instead of wall time.",
