@@ -15,7 +15,7 @@
 #
 # Everything so far has treated the network as a black box $\varepsilon_\theta(x_t, t)$: an
 # image and a timestep go in, a prediction of the noise, with the image's shape, comes out
-# ({doc}`06_eps_parameterization`). This chapter opens the box. DDPM uses a UNet
+# (chapter 6 (the ε-parameterization, in preparation)). This chapter opens the box. DDPM uses a UNet
 # {cite}`ronneberger2015unet` in the style of PixelCNN++ {cite}`salimans2017pixelcnn`:
 # residual blocks with group normalisation, self-attention at a low resolution, and one set
 # of weights shared by all $T$ timesteps, which reach every block through a sinusoidal
@@ -456,7 +456,7 @@ for name, m in models.items():
 # instead, the untrained network outputs an arbitrary function of its input, with a spread
 # comparable to that of $\varepsilon$ itself, and the starting loss becomes a lottery. We compare
 # the two on a batch of digits, with the same noise and timesteps, for five seeds (the loss is
-# written out by hand, as {doc}`06_eps_parameterization` defines it):
+# written out by hand, as chapter 6 (the ε-parameterization, in preparation) defines it):
 
 # %%
 alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=f64), 0)
@@ -677,7 +677,7 @@ plt.show()
 # ## The trained digits model
 #
 # Now the weights that matter: the book's default digits model, trained with the simple
-# loss of {doc}`06_eps_parameterization` (the exponential moving average of its weights).
+# loss of chapter 6 (the ε-parameterization, in preparation) (the exponential moving average of its weights).
 # We run DDPM's sampler for all 1000 steps on 64 images and keep 16 frames of the
 # trajectory: $x_t$ and the model's current guess of the clean image,
 # $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}$.

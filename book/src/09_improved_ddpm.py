@@ -193,7 +193,7 @@ assert np.allclose(log_var.exp().numpy(), by_formula, rtol=1e-12)
 # %% [markdown]
 # ## The hybrid loss
 #
-# $L_\text{simple}$ ({doc}`06_eps_parameterization`) does not involve $\Sigma_\theta$ at all,
+# $L_\text{simple}$ (chapter 6 (the ε-parameterization, in preparation)) does not involve $\Sigma_\theta$ at all,
 # so it cannot train $v$. The bound $L_\text{vlb}$ does: each $L_{t-1}$ is a KL divergence
 # that depends on the variance ({doc}`05_gaussian_kl`). But the bound is a poor objective
 # for the mean (its gradients are noisy, more on that below), and $L_\text{simple}$ trains
