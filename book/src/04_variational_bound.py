@@ -278,7 +278,7 @@ assert prior_bpd.max() < 1e-4
 # %% [markdown]
 # ## The bound, term by term, for a trained model
 #
-# Now a real model: the book's default digits model, a small UNet ({doc}`07_unet`) trained
+# Now a real model: the book's default digits model, a small UNet (chapter 7 (the UNet, in preparation)) trained
 # with the simple loss of chapter 6 (the ε-parameterization, in preparation) on scikit-learn's 8×8 digits, whose
 # pixels take 17 grey levels. `load_pretrained` loads its shipped weights (and retrains it
 # from its recorded configuration if they are missing). We evaluate the whole bound on

@@ -208,7 +208,7 @@ assert torch.allclose(x_ddim1, x_ddpm, rtol=0, atol=1e-12)
 #   true reverse conditional $q(x_{t-1} \mid x_t)$ is Gaussian, with variance
 #   $\tilde\beta_t + c_t^2\,\mathrm{Var}[x_0 \mid x_t]$, where $c_t$ is the coefficient of $x_0$ in
 #   the posterior mean: the fixed $\tilde\beta_t$ forgets that $x_0$ is uncertain. We hand it
-#   to the sampler as a "learned" variance (chapter 9 (what came after, in preparation)), a value $v$ between
+#   to the sampler as a "learned" variance ({doc}`09_improved_ddpm`), a value $v$ between
 #   $\tilde\beta'_t$ and $\beta'_t$.
 
 # %%
@@ -245,11 +245,11 @@ for K in steps_gauss:
                            K, **kw_K)]
     for name, x in zip(spread, runs, strict=True):
         spread[name].append(x.std().item() / S)
+glue("shrink_ancestral_10", spread["ancestral, beta~"][1])
+glue("shrink_ddim_10", spread["DDIM, eta = 0"][1])
 print("steps:" + "".join(f"{K:>8}" for K in steps_gauss))
 for name, values in spread.items():
     print(f"{name:>26}: " + " ".join(f"{v:7.3f}" for v in values))
-glue("shrink_ancestral_10", spread["ancestral, beta~"][1])
-glue("shrink_ddim_10", spread["DDIM, eta = 0"][1])
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))
@@ -328,11 +328,11 @@ for K in step_counts:
     run("DDIM", K, sample_ddim, num_steps=K, eta=0.0)
 
 # %% tags=["nbval-ignore-output"]
+glue("ms_per_sample_1000", 1000 * seconds["ancestral", 1000] / N)
+glue("ms_per_sample_10", 1000 * seconds["DDIM", 10] / N)
 print(f"{'sampler':>10} {'steps':>6} | {'seconds':>7} {'ms per sample':>14}")
 for (name, K), sec in seconds.items():
     print(f"{name:>10} {K:>6} | {sec:7.2f} {1000 * sec / N:14.2f}")
-glue("ms_per_sample_1000", 1000 * seconds["ancestral", 1000] / N)
-glue("ms_per_sample_10", 1000 * seconds["DDIM", 10] / N)
 
 # %%
 quality = {}
@@ -424,15 +424,14 @@ def labels_of(x):
 
 
 agreement = {}
-for name in ("strided", "DDIM"):
+for name in ("DDIM", "strided"):
     ref = labels_of(samples[name, 100])
     agreement[name] = [(labels_of(samples[name, K]) == ref).double().mean().item()
                        for K in step_counts[1:]]
+    glue(f"agree_{name.lower()}_10", 100 * agreement[name][-1])
     print(f"{name:>8}: same class as its 100-step run at "
           + ", ".join(f"{K} steps {a:.0%}" for K, a in zip(step_counts[1:], agreement[name],
                                                             strict=True)))
-glue("agree_ddim_10", 100 * agreement["DDIM"][-1])
-glue("agree_strided_10", 100 * agreement["strided"][-1])
 
 # %% [markdown]
 # With $\eta = 0$ the starting noise decides the digit: {glue:text}`agree_ddim_10:.0f`% of
