@@ -6,6 +6,7 @@ it: their stored outputs then reproduce on any machine (nbval checks that).
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -26,15 +27,30 @@ def setup(seed: int = 0, threads: int = 2) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
+def glue(name: str, value: Any, display: bool = False, digits: int = 4) -> None:
     """Make `value` available to the prose as {glue:text}`name`.
 
-    Uses myst_nb when it is there (the book build); elsewhere (Colab) it does
-    nothing, so a chapter runs the same in both places.
+    Numbers are stored as plain Python numbers (a numpy or torch scalar's repr,
+    such as `np.float32(1.5)`, cannot be formatted by the prose), floats rounded
+    to `digits` significant digits: the prose shows a few digits, and the last
+    bits of a float differ between CPUs, which nbval would report as a changed
+    output. Uses myst_nb when it is there (the book build); elsewhere (Colab) it
+    does nothing, so a chapter runs the same in both places. Returns None, so a
+    cell that ends with it prints nothing.
     """
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
-    _glue(name, value, display=display)
+        return
+    _glue(name, plain_number(value, digits), display=display)
+
+
+def plain_number(value: Any, digits: int) -> Any:
+    """A numpy / torch scalar as a Python number; a float rounded to `digits` significant digits."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isfinite(value):
+        value = float(f"{value:.{digits}g}")
     return value
