@@ -4,7 +4,7 @@ The math lives in `schedules`, `distributions`, `diffusion` and `sampling`;
 networks in `models`; data, training and evaluation in their own modules.
 """
 
-from .diffusion import GaussianDiffusion, mean_flat
+from .diffusion import GaussianDiffusion, mean_flat, snap_to_levels
 from .distributions import discretized_gaussian_log_likelihood, normal_kl
 from .sampling import Trajectory, sample_ddim, sample_ddpm, sample_strided
 from .schedules import Schedule, make_schedule, respace, schedule_from_betas, space_timesteps
@@ -22,6 +22,7 @@ __all__ = [
     "sample_ddpm",
     "sample_strided",
     "schedule_from_betas",
+    "snap_to_levels",
     "space_timesteps",
 ]
 __version__ = "0.1.0"

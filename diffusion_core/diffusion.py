@@ -294,7 +294,7 @@ class GaussianDiffusion:
             x_t = self.q_sample(x0, t, noise)
             eps, v = self.model_output(model, x_t, t)
             out = torch.cat([eps, v], dim=1) if v is not None else eps  # one network call per t
-            vb[:, i] = self.vb_terms_bpd(lambda *_: out, x0, x_t, t, clip_denoised=clip_denoised)["output"]
+            vb[:, i] = self.vb_terms_bpd(lambda *_, out=out: out, x0, x_t, t, clip_denoised=clip_denoised)["output"]
             mse[:, i] = mean_flat((eps - noise) ** 2)
         prior = self.prior_bpd(x0)
         return {"total_bpd": vb.sum(dim=1) + prior, "prior_bpd": prior, "vb": vb, "mse": mse}
@@ -313,3 +313,41 @@ class _Detached:
             eps, v = out.split(C, dim=1)
             return torch.cat([eps.detach(), v], dim=1)
         return out.detach()
+
+
+def snap_to_levels(model: Model, diffusion: GaussianDiffusion, max_noise: float = 0.5) -> Model:
+    """`model` with its x̂_0 rounded to the data's levels at the timesteps where x_t pins them down.
+
+    Data on L = `diffusion.num_levels` levels has bins of half-width h = 1/(L-1), and
+    x_t/√ᾱ_t is x_0 plus noise of standard deviation s_t = √((1 - ᾱ_t)/ᾱ_t). Where
+    s_t < max_noise · h (the default: the bin edge is at least two noise standard
+    deviations away), x̂_0, clipped to [-1, 1], is rounded to the nearest level: the
+    network no longer has to draw that staircase exactly, an error the small-t terms
+    of the bound punish hard. Like `clip_denoised`, this only uses what is known of
+    the data; the result is still a function of (x_t, t) alone, so `calc_bpd_loop`
+    still computes an upper bound on the discrete NLL.
+
+    Returns a model returning ε̂ (and v unchanged) like `model`. Build it with the
+    diffusion the model was trained with: it receives the model's own timesteps, also
+    under a respaced process. For evaluation and sampling: rounding has no gradient.
+    """
+    if not isinstance(max_noise, (int, float)) or not max_noise > 0:
+        raise ValueError(f"max_noise must be a number > 0 (in half-bins), got {max_noise!r}")
+    s = diffusion.schedule
+    levels = diffusion.num_levels - 1  # number of gaps between levels
+    snap_t = s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod < max_noise / levels  # (T,)
+
+    def snapped(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = model(x_t, t)
+        use = snap_t.to(t.device)[t]  # (B,)
+        if not bool(use.any()):
+            return out
+        C = x_t.shape[1]
+        eps = out[:, :C]
+        x0 = diffusion.predict_x0_from_eps(x_t, t, eps).clamp(-1.0, 1.0)
+        x0 = torch.round((x0 + 1.0) * levels / 2) * 2 / levels - 1.0
+        eps = torch.where(use.view(-1, *([1] * (x_t.dim() - 1))),
+                          diffusion.predict_eps_from_x0(x_t, t, x0), eps)
+        return torch.cat([eps, out[:, C:]], dim=1)
+
+    return snapped

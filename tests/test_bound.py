@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from diffusion_core import GaussianDiffusion, make_schedule
+from diffusion_core import GaussianDiffusion, make_schedule, snap_to_levels
 
 L, MU, SIGMA = 17, 0.1, 0.35
 LEVELS = torch.linspace(-1, 1, L, dtype=torch.float64)
@@ -73,3 +73,51 @@ def test_bound_is_above_the_exact_nll_and_closes_in_as_T_grows(bounds, data):
 
 def test_prior_term_is_negligible_for_the_ddpm_schedule(bounds):
     assert bounds[1000]["prior_bpd"].max().item() < 1e-4
+
+
+def test_snapping_to_the_levels_keeps_a_bound_and_tightens_it(data):
+    """A denoiser whose x̂_0 is off by a little (a sixth of a bin, as a network that cannot
+    draw the staircase exactly): the small-t terms punish it hard; rounding x̂_0 to the 17
+    levels there (`snap_to_levels`) removes most of that. With snapping, the exact and the
+    imperfect denoiser both still give a bound: never significantly below the exact NLL."""
+    x0, nll = data
+    d = GaussianDiffusion(make_schedule("linear", 1000), num_levels=L)
+    exact = exact_denoiser(d)
+    acp = d.schedule.alphas_cumprod
+
+    def imperfect(x, t):
+        a, b = acp[t].sqrt().view(-1, 1), (1 - acp[t]).sqrt().view(-1, 1)
+        x0_hat = (x - b * exact(x, t)) / a + 0.02 * torch.sin(40 * x)
+        return (x - a * x0_hat) / b
+
+    gaps = {}
+    for name, model in (("imperfect", imperfect), ("imperfect, snapped", snap_to_levels(imperfect, d)),
+                        ("exact, snapped", snap_to_levels(exact, d))):
+        r = d.calc_bpd_loop(model, x0, clip_denoised=False, generator=torch.Generator().manual_seed(1))
+        diff = r["total_bpd"] - nll  # paired per example
+        gaps[name] = diff.mean().item()
+        assert gaps[name] > -4 * diff.std().item() / math.sqrt(len(diff)), name  # still a bound
+    # Measured here: gap 1.68 bits/dim without snapping, 0.52 with it (exact denoiser: 0.26,
+    # snapped 0.33: rounding is not the posterior mean, which the exact denoiser already has).
+    assert gaps["imperfect, snapped"] < 0.5 * gaps["imperfect"], gaps
+
+
+def test_snap_to_levels_rounds_only_where_the_noise_is_small():
+    d = GaussianDiffusion(make_schedule("linear", 1000), num_levels=L)
+    s = d.schedule
+    noise_in_x0 = s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod
+    x = torch.linspace(-1.2, 1.2, 101, dtype=torch.float64).view(-1, 1)
+    raw = lambda x, t: torch.full_like(x, 0.3)  # noqa: E731
+    snapped = snap_to_levels(raw, d)
+    for i in (0, 10, 500):
+        t = torch.full((len(x),), i)
+        x0_hat = d.predict_x0_from_eps(x, t, snapped(x, t))
+        if noise_in_x0[i] < 0.5 / (L - 1):
+            nearest = LEVELS[(x0_hat - LEVELS.view(1, -1)).abs().argmin(1)].view(-1, 1)
+            assert torch.allclose(x0_hat, nearest, atol=1e-9), i  # on the grid
+            raw_x0 = d.predict_x0_from_eps(x, t, raw(x, t)).clamp(-1, 1)
+            assert (x0_hat - raw_x0).abs().max() <= 1 / (L - 1) + 1e-9  # the nearest level
+        else:
+            assert torch.equal(snapped(x, t), raw(x, t)), i
+    with pytest.raises(ValueError, match="max_noise"):
+        snap_to_levels(raw, d, max_noise=0)

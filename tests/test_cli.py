@@ -59,13 +59,15 @@ def test_train_sample_nll_end_to_end(tmp_path):
     image = matplotlib.image.imread(png)
     assert image.shape[:2] == (2 * 8 + 3 * 2, 3 * 8 + 4 * 2)  # 2 rows x 3 of 8x8, padding 2
 
-    out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--quiet")
+    out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--snap-levels", "--quiet")
     assert out.returncode == 0, out.stderr
-    lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
-    values = {k: float(v.split()[-1]) for k, v in lines.items()}
-    assert set(values) == {"prior", "L_0", "sum", "total"}
-    assert values["total"] == pytest.approx(values["prior"] + values["L_0"] + values["sum"],
-                                            abs=2e-4)
+    blocks = [b.splitlines() for b in out.stdout.split("digits test split, 4 images")[1:]]
+    assert len(blocks) == 2 and "snapped to 17 levels" in blocks[1][0]
+    for block in blocks:
+        values = {line.split()[0]: float(line.split()[-1]) for line in block[1:5]}
+        assert set(values) == {"prior", "L_0", "sum", "total"}
+        assert values["total"] == pytest.approx(values["prior"] + values["L_0"] + values["sum"],
+                                                abs=2e-4)
 
 
 def test_errors_exit_with_code_2_and_a_message(tmp_path, capsys):
