@@ -68,7 +68,8 @@ check-html: install
 	@[ -d scripts/node_modules/playwright-core ] || npm ci --prefix scripts --no-audit --no-fund
 	REQUIRE_BOOK_HTML=1 $(PYTHON) -m pytest tests/test_book_html.py -v
 
-# Speed beside diffusers and lucidrains (own venv in bench/.venv) -> bench/RESULTS.md
+# Speed beside diffusers and lucidrains (own venv in bench/.venv), then the quality
+# yardstick of the shipped digits models (the project's venv) -> bench/RESULTS.md
 bench:
 	bash bench/run.sh
 
