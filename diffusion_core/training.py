@@ -204,7 +204,7 @@ class UniformSampler:
 
 
 class ImportanceSampler(UniformSampler):
-    """iDDPM's loss-aware sampler (Nichol & Dhariwal 2021, eq. 17): p_t ∝ √E[L_t²].
+    """iDDPM's loss-aware sampler (Nichol & Dhariwal 2021, eq. 18): p_t ∝ √E[L_t²].
 
     It keeps the last `history` losses seen at each t and mixes p with a little
     of the uniform distribution so no t starves. The weights 1 / (T p_t) keep
