@@ -316,6 +316,16 @@ plt.show()
 # is {glue:text}`first_loss:.3f`. Training brings it to {glue:text}`last_loss:.3f`. The loss
 # cannot reach 0: at high noise levels the noisy point says little about which noise was added.
 #
+# :::{admonition} A common mistake
+# :class: warning
+# Expecting the loss to go to 0, or reading it as a measure of sample quality. Most of the
+# {glue:text}`last_loss:.3f` that remains is a floor no network can beat: at high noise
+# the best possible guess of $\varepsilon$ is its average given $x_t$, and the spread
+# around that average is left over ({doc}`11_score_langevin` computes the floor exactly for
+# two moons). The samples below are good all the same; judge them against held-out data,
+# as the last section does, not by the loss.
+# :::
+#
 # ## Sampling: noise into moons
 #
 # `sample_ddpm` runs the reverse chain {eq}`intro-reverse` from $x_T \sim \mathcal N(0, I)$ down
@@ -446,15 +456,15 @@ assert scores["upper moon only"][1] > 3 * scores["fresh data draw"][1]  # ... po
 # 2. **Forward noising** ({doc}`02_forward_noising`): the Markov chain {eq}`intro-forward` and
 #    its noise schedule.
 # 3. **The closed form $q(x_t \mid x_0)$** ({doc}`03_closed_form`): any noise level in one jump.
-# 4. **The variational bound**: why the reverse chain can be trained through a bound on
+# 4. **The variational bound** ({doc}`04_variational_bound`): why the reverse chain can be trained through a bound on
 #    $-\log p_\theta(x_0)$, and how it splits into one term per step.
 # 5. **KL between Gaussians** ({doc}`05_gaussian_kl`): each term of the bound in closed form.
-# 6. **The $\varepsilon$-parameterization and the simple loss**: from the bound to the loss we
+# 6. **The $\varepsilon$-parameterization and the simple loss** ({doc}`06_eps_parameterization`): from the bound to the loss we
 #    trained with above.
-# 7. **The UNet**: the network that predicts the noise in images.
-# 8. **The discrete decoder and bits per dimension**: the likelihood of 8-bit images.
-# 9. **What came after**: the cosine schedule, learned variances and importance-sampled timesteps.
-# 10. **Sampling faster**: strided sampling and the deterministic DDIM sampler.
+# 7. **The UNet** ({doc}`07_unet`): the network that predicts the noise in images.
+# 8. **The discrete decoder and bits per dimension** ({doc}`08_discrete_decoder`): the likelihood of 8-bit images.
+# 9. **What came after** ({doc}`09_improved_ddpm`): the cosine schedule, learned variances and importance-sampled timesteps.
+# 10. **Sampling faster** ({doc}`10_fewer_steps`): strided sampling and the deterministic DDIM sampler.
 # 11. **Score matching and Langevin dynamics** ({doc}`11_score_langevin`): the same model seen as
 #     an estimate of $\nabla_x \log p(x)$.
 #

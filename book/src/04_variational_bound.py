@@ -131,7 +131,7 @@ assert kl_small < 1e-3 < 0.05 < kl_large  # small steps: Gaussian; large steps: 
 # With $\beta_t = 0.001$ the exact reverse step is Gaussian to within
 # {glue:text}`kl_small_step:.1e` nats; with $\beta_t = 0.6$ it is bimodal and the best
 # Gaussian is {glue:text}`kl_large_step:.2f` nats away. This is why diffusion models use
-# hundreds or thousands of small steps, and why chapter 10 (sampling faster, in preparation) has to work to take
+# hundreds or thousands of small steps, and why {doc}`10_fewer_steps` has to work to take
 # fewer.
 
 # %% [markdown]
@@ -224,7 +224,7 @@ for _, m, m_num, v, v_num in rows:
 #   posterior {eq}`posterior`: a KL between two Gaussians, in closed form
 #   ({doc}`05_gaussian_kl`).
 # - $L_0$ is a reconstruction term: how well the last step decodes the data. For images
-#   it is a discrete likelihood over pixel values (chapter 8 (the discrete decoder, in preparation)).
+#   it is a discrete likelihood over pixel values ({doc}`08_discrete_decoder`).
 #
 # In the library, `GaussianDiffusion.vb_terms_bpd(model, x0, x_t, t)` returns $L_{t-1}$ at
 # index `t` $\ge 1$ and $L_0$ at index 0; `prior_bpd` returns $L_T$; `calc_bpd_loop` adds
@@ -278,8 +278,8 @@ assert prior_bpd.max() < 1e-4
 # %% [markdown]
 # ## The bound, term by term, for a trained model
 #
-# Now a real model: the book's default digits model, a small UNet (chapter 7 (the UNet, in preparation)) trained
-# with the simple loss of chapter 6 (the ε-parameterization, in preparation) on scikit-learn's 8×8 digits, whose
+# Now a real model: the book's default digits model, a small UNet ({doc}`07_unet`) trained
+# with the simple loss of {doc}`06_eps_parameterization` on scikit-learn's 8×8 digits, whose
 # pixels take 17 grey levels. `load_pretrained` loads its shipped weights (and retrains it
 # from its recorded configuration if they are missing). We evaluate the whole bound on
 # held-out digits: one draw of $x_t$ per example and per $t$, every KL exact given that draw.
@@ -326,7 +326,7 @@ glue("share_first_tenth", 100 * first_tenth)
 # The held-out bound is {glue:text}`digits_total_bpd:.3f` bits/dim. The terms are far from
 # equal: {glue:text}`share_first_tenth:.0f`% of it comes from the first tenth of the
 # steps, where the noise is small and the model must get fine details right; at large $t$
-# the posterior and the model agree closely and the terms are tiny. chapter 9 (what came after, in preparation)
+# the posterior and the model agree closely and the terms are tiny. {doc}`09_improved_ddpm`
 # exploits this with importance-sampled timesteps.
 #
 # ## How tight is the bound?

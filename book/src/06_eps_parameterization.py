@@ -269,7 +269,7 @@ print(f"cosine, sigma^2 = beta~_t: lambda_2 = {lam_cos[0]:.4f}, "
       f"lambda_T = {lam_cos[-1]:.1f} (beta_T = {cos.betas[-1]:.3f}), "
       f"max/min = {lam_cos.max() / lam_cos.min():.3g}")
 glue("lam_cos_T", float(lam_cos[-1]))
-glue("ratio_cos", float(lam_cos.max() / lam_cos.min()))
+glue("ratio_cos", float(lam_cos.max() / lam_cos.min()), digits=6)  # float64 tables: exact
 
 curves = {r"linear, $\sigma_t^2 = \beta_t$": weights["beta_t"],
           r"linear, $\sigma_t^2 = \tilde\beta_t$": weights["beta~_t"],
@@ -291,7 +291,7 @@ plt.show()
 # {glue:text}`ratio_beta:.0f` ($\sigma_t^2 = \beta_t$) or {glue:text}`ratio_beta_tilde:.0f`
 # ($\sigma_t^2 = \tilde\beta_t$) to its minimum near $t =$ {glue:text}`argmin_beta`. At small
 # $t$ the posterior is narrow, so an error in the predicted noise moves the mean by many
-# posterior standard deviations. The cosine schedule (dashed; chapter 9 (what came after, in preparation)) has
+# posterior standard deviations. The cosine schedule (dashed; {doc}`09_improved_ddpm`) has
 # the same rise at small $t$ and a second one at the end, where its $\beta_t$ approaches 1:
 # $1/\sqrt{\alpha_t}$ in {eq}`mu-theta` then amplifies every error in $\varepsilon_\theta$, and
 # $\lambda_T$ = {glue:text}`lam_cos_T:.0f`. Its weights span a factor of
@@ -309,8 +309,11 @@ plt.show()
 # the bound with its terms re-weighted: it is
 # $\frac1T\sum_t (L_{t-1} - C_t)/\lambda_t$, so term $t$ gets weight $1/\lambda_t$ instead of
 # 1 (right panel, normalised to mean 1). Compared with the bound, $L_\text{simple}$ puts
-# less weight on the small, easy denoising steps and more on the large-$t$ steps, where the
-# network must invent the coarse structure of the image from little signal. DDPM reports
+# much less weight on the small, easy denoising steps and more on the middle and large-$t$
+# steps, where the network must invent the coarse structure of the image from little
+# signal. On the cosine schedule it also gives little weight to the very last steps, where
+# that schedule's $\lambda_t$ rises again: there $x_t$ is nearly pure noise, and the
+# optimal $\varepsilon_\theta$ is nearly $x_t$ itself. DDPM reports
 # that this gives better samples (FID 3.17 on CIFAR-10), while training on the true bound
 # gives a better bound {cite}`ho2020denoising`. We test both claims on digits below.
 #
@@ -366,11 +369,12 @@ assert results["1/sqrt(abar_t)"][0][2] > 1 and results["1/abar_t"][0][2] > 1
 #
 # :::{admonition} A common mistake
 # :class: warning
-# A loss weight of $1/\sigma_t$ (or $1/\sigma_t^2$) in {eq}`mean-loss` instead of
-# $1/(2\sigma_t^2)$; {doc}`05_gaussian_kl` shows the numbers. In terms of the noise it changes
-# $\lambda_t$ by a factor $2\sigma_t$, which is not constant: the wrong weights below span a
-# different range over $t$ than the right ones, so they define a different objective, not a
-# rescaled bound.
+# A loss weight of $1/\sigma_t$ in {eq}`mean-loss` instead of $1/(2\sigma_t^2)$;
+# {doc}`05_gaussian_kl` shows the numbers. In terms of the noise it changes $\lambda_t$ by a
+# factor $2\sigma_t$, which is not constant over $t$: the wrong weights below span a
+# different range than the right ones, so they define a different objective, not a rescaled
+# bound. Dropping only the 2 ($1/\sigma_t^2$) does rescale the bound, but every term, and so
+# the reported likelihood in nats or bits, comes out twice too large.
 # :::
 
 # %%
@@ -379,7 +383,8 @@ right, wrong = weights["beta_t"], weights["beta_t"] * 2 * sigma
 print("sigma_t^2 = beta_t, max/min of the weight over t = 2..T: "
       f"right {right.max() / right.min():.1f}, "
       f"with 1/sigma_t {wrong.max() / wrong.min():.2f}")
-assert np.allclose(wrong, betas[tt] ** 2 / (sigma * alphas[tt] * (1 - abar[tt])))
+ratio_right, ratio_wrong = right.max() / right.min(), wrong.max() / wrong.min()
+assert abs(math.log(ratio_wrong / ratio_right)) > math.log(2)  # not a rescaling of the bound
 
 # %% [markdown]
 # ## Algorithms 1 and 2 in a few lines
@@ -402,8 +407,9 @@ assert np.allclose(wrong, betas[tt] ** 2 / (sigma * alphas[tt] * (1 - abar[tt]))
 # sample from). We load two models trained that way on the 1497 training digits: the book's
 # default, trained on $L_\text{simple}$, and the same network and schedule trained on the
 # bound ($T \cdot L_{t-1}$ at a uniform $t$). Both use $\sigma_t^2 = \tilde\beta_t$ and the
-# cosine schedule, the dashed curve above: trained on the bound, the network must weigh the
-# last steps by a factor of several hundred.
+# cosine schedule, the dashed curve above: trained on the bound, the loss weighs its
+# timesteps over a range of {glue:text}`ratio_cos:,.0f` to 1, dominated by the first and the
+# last steps.
 
 # %%
 models = {}
@@ -460,7 +466,7 @@ assert torch.allclose(out["mean"], eq11, atol=1e-5)
 
 # %% [markdown]
 # Algorithm 2 as a loop of our own, run on 50 evenly strided steps (the library's
-# `respaced` process, chapter 10 (sampling faster, in preparation)), reproduces the library's `sample_strided`
+# `respaced` process, {doc}`10_fewer_steps`), reproduces the library's `sample_strided`
 # when it consumes the random numbers in the same order:
 
 # %%
@@ -490,7 +496,7 @@ assert torch.allclose(ours, library, atol=1e-5)
 #
 # Now the comparison DDPM made on CIFAR-10, on digits. **Samples**: 64 from each model,
 # with the same random numbers, on 250 evenly strided steps (a quarter of the chain, to save
-# time; chapter 10 (sampling faster, in preparation) shows this costs little). **Quality**: the share of samples
+# time; {doc}`10_fewer_steps` shows this costs little). **Quality**: the share of samples
 # that a classifier trained on real digits recognises with confidence at least 0.9
 # (`evaluate_digit_samples`; the same for held-out real digits is the yardstick).
 
@@ -603,12 +609,21 @@ assert abs(gap[-1] - paired.mean().item()) < 1e-4  # L_T is the same for both mo
 # (real held-out digits: {glue:text}`conf_real_digits:.0f`% recognised). The bound of the
 # $L_\text{vlb}$ model is lower by {glue:text}`bpd_diff:.3f` ± {glue:text}`bpd_diff_se:.3f`
 # bits/dim (paired over the same digits and noise draws, so that difference is many standard
-# errors from 0), while its samples are recognised less often. With 64 samples per model one
-# standard error of the recognised share is about 6 points, so that difference is about two
-# standard errors: clear in the pictures, less certain in the number.
+# errors from 0), while its samples are recognised less often. With
+# {glue:text}`n_samples_conf` samples per model, the difference of the two recognised shares
+# has a standard error of {glue:text}`conf_diff_se:.0f` points (the samples are independent),
+# so that difference is {glue:text}`conf_diff_z:.1f` standard errors: clear in the pictures,
+# less certain in the number.
 
 # %%
 conf_s, conf_v = (quality[n]["confident_fraction"] for n in ("L_simple", "L_vlb"))
+n_conf = len(samples["L_simple"])
+conf_diff_se = math.sqrt((conf_s * (1 - conf_s) + conf_v * (1 - conf_v)) / n_conf)
+print(f"recognised: {conf_s:.1%} vs {conf_v:.1%} of {n_conf} samples each; difference "
+      f"{conf_s - conf_v:+.1%} ± {conf_diff_se:.1%}")
+glue("n_samples_conf", n_conf)
+glue("conf_diff_se", 100 * conf_diff_se)
+glue("conf_diff_z", (conf_s - conf_v) / conf_diff_se)
 assert paired.mean().item() > 3 * se(paired)  # L_vlb has the better bound
 assert conf_s > conf_v  # L_simple has the more recognisable samples
 
@@ -663,8 +678,9 @@ assert clip_table["L_vlb"][3] > 3 * clip_table["L_vlb"][2]
 # - Each term of the bound is then $\lambda_t\,\|\varepsilon - \varepsilon_\theta\|^2$ plus a
 #   constant, $\lambda_t = \beta_t^2/(2\sigma_t^2\alpha_t(1-\bar\alpha_t))$ {eq}`eps-loss`,
 #   checked to rounding against the library's exact KL terms.
-# - $\lambda_t$ falls by a factor of about {glue:text}`ratio_beta:.0f` from small to large
-#   $t$; $L_\text{simple}$ {eq}`l-simple` drops it, shifting weight to the noisy steps.
+# - On the linear schedule $\lambda_t$ falls by a factor of about
+#   {glue:text}`ratio_beta:.0f` from small $t$ to its minimum; $L_\text{simple}$
+#   {eq}`l-simple` drops it, shifting weight from the nearly clean steps to the noisy ones.
 # - Training is a few lines (sample $t$ and $\varepsilon$, regress $\varepsilon$); sampling is
 #   a loop of $x_{t-1} = \mu_\theta + \sigma_t z$.
 # - On digits, measured: the $L_\text{simple}$ model's samples are recognised more often
@@ -692,24 +708,26 @@ assert clip_table["L_vlb"][3] > 3 * clip_table["L_vlb"][2]
 # 1. By {eq}`posterior-mean`, $\tilde\mu_t(x_t, x_0) - \tilde\mu_t(x_t, \hat x_0)
 #    = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t}(x_0 - \hat x_0)$; square and divide
 #    by $2\sigma_t^2$. In code, with the cells above:
-#    `x0_hat = diffusion.predict_x0_from_eps(x_t, t, eps_theta)`, then compare
-#    `kl_nats - C` with
-#    `abar_prev[tt] * betas[tt]**2 / (2 * sigma2[tt] * (1 - abar[tt])**2) * ((x0 - x0_hat)**2).flatten(1).sum(1)`.
+#    `x0_hat = diffusion.predict_x0_from_eps(x_t, t, eps_theta)` and, for one variance,
+#    `k = t.numpy()`, `s2 = variances["beta~_t"][k]`; then compare `kl_nats - C` from the
+#    check of {eq}`eps-loss` (computed with the same variance) with
+#    `abar_prev[k] * betas[k]**2 / (2 * s2 * (1 - abar[k])**2) * ((x0 - x0_hat)**2).flatten(1).sum(1).numpy()`.
 #    It is the same quantity as {eq}`eps-loss`, written with a different error: both
 #    parameterisations define the same bound, but they weight the network's errors
 #    differently when the weight is dropped.
 # 2. $\lambda_t = \beta_t^2 (1-\bar\alpha_t) / (2\beta_t(1-\bar\alpha_{t-1})\alpha_t(1-\bar\alpha_t))$,
 #    and the factors cancel. At $t = 1$, $\bar\alpha_0 = 1$ and $\tilde\beta_1 = 0$: the weight
 #    is infinite. But $t = 1$ is not a KL term of the bound; it is the decoder $L_0$
-#    ({doc}`04_variational_bound`, chapter 8 (the discrete decoder, in preparation)), where the library uses
+#    ({doc}`04_variational_bound`, {doc}`08_discrete_decoder`), where the library uses
 #    $\tilde\beta_2$ as the variance.
 # 3. At every $t$: with clipping, the KL terms come out 20% to 100% smaller than
 #    $\lambda_t\|\varepsilon - \varepsilon_\theta\|^2$. Most digit pixels sit exactly at $-1$
 #    or $1$, so any error in $\varepsilon_\theta$ pushes about half of them outside
-#    $[-1, 1]$, and clipping moves them back onto the true value. The effect grows with $t$,
-#    because $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon_\theta)/\sqrt{\bar\alpha_t}$
+#    $[-1, 1]$, and clipping moves them back onto the true value. The effect is largest at
+#    large $t$, because $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\varepsilon_\theta)/\sqrt{\bar\alpha_t}$
 #    divides by an ever smaller $\sqrt{\bar\alpha_t}$: at $t = 1000$ nearly every pixel is
-#    clipped and the term almost vanishes. With the true noise both versions give 0.
+#    clipped and the term almost vanishes (the reduction is not monotone in $t$, but it is
+#    largest at large $t$). With the true noise both versions give 0.
 # 4. The $L_\text{vlb}$ model's: it was trained with the clipping inside its loss and makes
 #    large noise errors on the saturated pixels that clipping repairs (the table above), so
 #    without clipping its terms at small $t$, where the bound lives, grow several-fold. The

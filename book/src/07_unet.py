@@ -15,7 +15,7 @@
 #
 # Everything so far has treated the network as a black box $\varepsilon_\theta(x_t, t)$: an
 # image and a timestep go in, a prediction of the noise, with the image's shape, comes out
-# (chapter 6 (the ε-parameterization, in preparation)). This chapter opens the box. DDPM uses a UNet
+# ({doc}`06_eps_parameterization`). This chapter opens the box. DDPM uses a UNet
 # {cite}`ronneberger2015unet` in the style of PixelCNN++ {cite}`salimans2017pixelcnn`:
 # residual blocks with group normalisation, self-attention at a low resolution, and one set
 # of weights shared by all $T$ timesteps, which reach every block through a sinusoidal
@@ -51,13 +51,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion_core import sample_ddpm, viz
+from diffusion_core import sample_strided, viz
 from diffusion_core.baselines import evaluate_digit_samples
 from diffusion_core.data import load_digits
 from diffusion_core.models import UNet, UNetConfig, count_parameters, timestep_embedding
 from diffusion_core.models.unet import AttentionBlock, ResBlock
 from diffusion_core.notebook import glue, setup
-from diffusion_core.pretrained import load_pretrained
+from diffusion_core.pretrained import REGISTRY, load_pretrained
 
 g = setup(seed=0)  # 2 threads, all seeds fixed: the outputs reproduce
 f64 = torch.float64
@@ -220,6 +220,35 @@ by_def = standard * gn.weight[:, None, None] + gn.bias[:, None, None]
 err = (gn(x) - by_def).abs().max().item()
 print(f"GroupNorm vs its definition: largest difference {err:.1e}")
 assert err < 1e-5
+
+# %% [markdown]
+# :::{admonition} A common mistake
+# :class: warning
+# Batch normalisation in a diffusion UNet. In training, a batch mixes timesteps, from nearly
+# clean images to nearly pure noise, and BatchNorm standardises each one with statistics of
+# all of them: an image's features then depend on which other timesteps happen to share
+# its batch. Below, the same digit at the same $t$ goes through one normalised layer twice,
+# once in a batch of low-noise images and once in a batch of high-noise ones. With
+# BatchNorm its output moves by {glue:text}`bn_shift:.2f` (in units of its own spread); with
+# GroupNorm, which only looks at the one image, not at all.
+# :::
+
+# %%
+conv = nn.Conv2d(1, 48, 3, padding=1)
+x_one = load_digits("train")[0][:1]  # one digit, (1, 1, 8, 8)
+abar_lo, abar_hi = 0.99, 0.05  # the rest of the batch: nearly clean, or nearly noise
+batches = {name: torch.cat([x_one, math.sqrt(a) * load_digits("train")[0][1:16]
+                            + math.sqrt(1 - a) * torch.randn(15, 1, 8, 8, generator=g)])
+           for name, a in (("low noise", abar_lo), ("high noise", abar_hi))}
+norms = {"BatchNorm": nn.BatchNorm2d(48).train(), "GroupNorm": nn.GroupNorm(8, 48)}
+shift = {}
+with torch.no_grad():
+    for name, norm in norms.items():
+        out = {b: norm(conv(x))[0] for b, x in batches.items()}  # the first image's features
+        shift[name] = ((out["low noise"] - out["high noise"]).std() / out["low noise"].std()).item()
+        print(f"{name}: the same image's features move by {shift[name]:.3f} of their spread")
+glue("bn_shift", shift["BatchNorm"])
+assert shift["BatchNorm"] > 0.1 and shift["GroupNorm"] < 1e-6
 
 # %% [markdown]
 # The last convolution of every residual block starts at zero (weights and bias). An
@@ -453,10 +482,10 @@ for name, m in models.items():
 # $\mathbb{E}[\varepsilon^2] = 1$, the value of knowing nothing, whatever the random seed: the
 # network begins as a harmless "there is no noise" and every block as the identity, and
 # training adds structure from there. With the usual random initialisation of the last layer
-# instead, the untrained network outputs an arbitrary function of its input, with a spread
-# comparable to that of $\varepsilon$ itself, and the starting loss becomes a lottery. We compare
+# instead, the untrained network outputs an arbitrary function of its input, and the
+# starting loss depends on the seed. We compare
 # the two on a batch of digits, with the same noise and timesteps, for five seeds (the loss is
-# written out by hand, as chapter 6 (the ε-parameterization, in preparation) defines it):
+# written out by hand, as {doc}`06_eps_parameterization` defines it):
 
 # %%
 alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=f64), 0)
@@ -467,7 +496,7 @@ x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 print(f"mean of eps^2 = {(eps ** 2).mean().item():.3f}")
 print(f"{'seed':>4s}{'loss, zero init':>17s}{'loss, random last layer':>25s}"
       f"{'its output SD':>15s}")
-random_losses = []
+random_losses, random_sds = [], []
 for seed in range(5):
     torch.manual_seed(seed)
     net = UNet(presets["digits"]).eval()
@@ -476,13 +505,18 @@ for seed in range(5):
         net.conv_out.reset_parameters()  # PyTorch's default init for the last conv only
         out = net(x_t, t)
     random_losses.append(((eps - out) ** 2).mean().item())
+    random_sds.append(out.std().item())
     print(f"{seed:4d}{loss_zero:17.3f}{random_losses[-1]:25.3f}{out.std().item():15.3f}")
     assert loss_zero == (eps ** 2).mean().item()  # exactly, for every seed
 glue("random_loss_min", min(random_losses))
 glue("random_loss_max", max(random_losses))
+glue("random_sd_min", min(random_sds))
+glue("random_sd_max", max(random_sds))
 
 # %% [markdown]
-# With a random last layer the starting loss ranges from {glue:text}`random_loss_min:.2f` to
+# With a random last layer the untrained network's output has a standard deviation of
+# {glue:text}`random_sd_min:.2f` to {glue:text}`random_sd_max:.2f` (against 1 for
+# $\varepsilon$), and the starting loss ranges from {glue:text}`random_loss_min:.2f` to
 # {glue:text}`random_loss_max:.2f` over five seeds. It can even start below 1, because $x_t$
 # contains $\varepsilon$ and a random function of $x_t$ can correlate with it by chance; but
 # that is luck, not design, and the part of the random output that does not help must be
@@ -615,8 +649,8 @@ for stage in probe:
     assert measured == expected
 
 # %% [markdown]
-# The measured supports are exactly the squares the theory predicts, until the field is
-# wider than the image (the last row). Now the real networks, digits and MNIST, with
+# The measured supports are exactly the squares the theory predicts, clipped to the image
+# once the field is wider than it (the last row). Now the real networks, digits and MNIST, with
 # GroupNorm and attention, at the output:
 
 # %%
@@ -668,7 +702,8 @@ plt.show()
 
 # %% [markdown]
 # Left: the growing square of the skeleton on MNIST. Right: the real networks at the output.
-# The gradient is largest near the pixel being predicted and fades with distance:
+# The gradient is largest within a pixel or two of the one being predicted and fades with
+# distance:
 # convolutions do most of the local work, and the long-range terms (attention, the
 # normalisation statistics, the deep levels) add global context. For $8\times8$ digits the
 # convolutions alone cover the whole image by the first downsampling; even there the pixels
@@ -677,8 +712,11 @@ plt.show()
 # ## The trained digits model
 #
 # Now the weights that matter: the book's default digits model, trained with the simple
-# loss of chapter 6 (the ε-parameterization, in preparation) (the exponential moving average of its weights).
-# We run DDPM's sampler for all 1000 steps on 64 images and keep 16 frames of the
+# loss of {doc}`06_eps_parameterization` (the exponential moving average of its weights), on
+# the 1497 training digits by the library's `train`; the command below retrains it from scratch.
+# We run DDPM's ancestral sampler on 64 images, on 250 evenly strided steps of the 1000 (a
+# quarter of the network calls, which keeps this page fast at a small cost in quality; the
+# full chain is `sample_ddpm`, with the same arguments but no `num_steps`), and keep 16 frames of the
 # trajectory: $x_t$ and the model's current guess of the clean image,
 # $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}$.
 
@@ -686,13 +724,14 @@ plt.show()
 model, diffusion, config = load_pretrained("digits_simple", progress=False)
 print(f"{config.loss_type} loss, {config.schedule} schedule, T = {config.T}, "
       f"{count_parameters(model):,d} parameters")
+print(f"trained from scratch by: {REGISTRY['digits_simple'].command}")
 assert count_parameters(model) == sizes["digits"]
 
 # %%
-samples, traj = sample_ddpm(diffusion, model, (64, 1, 8, 8),
-                            generator=torch.Generator().manual_seed(1),
-                            num_frames=16, progress=False)
-viz.show_images(samples, nrow=16, title="64 samples of the digits model, 1000 steps")
+samples, traj = sample_strided(diffusion, model, (64, 1, 8, 8), num_steps=250,
+                               generator=torch.Generator().manual_seed(1),
+                               num_frames=16, progress=False)
+viz.show_images(samples, nrow=16, title="64 samples of the digits model, 250 steps")
 plt.show()
 
 # %% [markdown]
