@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 import diffusion_core
-from diffusion_core import sample_ddim, sample_ddpm, sample_strided, snap_to_levels
+from diffusion_core import sample_ddim, sample_ddpm, sample_strided, snap_to_levels, viz
 from diffusion_core.baselines import CategoricalBaseline, GMMBaseline
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
 from diffusion_core.metrics import class_probs, confidence_stats, fid, train_digit_classifier
@@ -120,16 +120,10 @@ def plot(result: dict, out: Path) -> None:
 
     sweep, bpd = result["steps"], result["bits_per_dim"]["models"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for ax, key, title in ((axes[0], "frechet", "Fréchet distance (lower: better)"),
-                           (axes[1], "confident", "share of confident samples")):
-        for name, marker in (("strided", "o-"), ("DDIM", "s-")):
-            rows = [r for r in sweep["rows"] if r["sampler"] == name]
-            ax.semilogx([r["steps"] for r in rows], [r[key] for r in rows], marker, label=name)
-        ancestral = next(r for r in sweep["rows"] if r["sampler"] == "ancestral")
-        ax.semilogx([1000], [ancestral[key]], "k*", ms=10, label="ancestral, 1000")
-        ax.axhline(sweep["real"][key], color="0.5", ls="--", label=f"{sweep['n_real']} real digits")
-        ax.set(xlabel="sampling steps", title=f"{title}, {sweep['n']} samples")
-    axes[0].legend(fontsize=8)
+    viz.plot_sampler_sweep(sweep["rows"], sweep["real"], axes=axes[:2],
+                           panels={"frechet": f"Fréchet distance (lower: better), {sweep['n']} samples",
+                                   "confident": f"share of confident samples, {sweep['n']} samples"},
+                           real_label=f"{sweep['n_real']} real digits")
     names = list(bpd)
     axes[2].barh(names, [bpd[k]["mean"] for k in names], xerr=[bpd[k]["se"] for k in names],
                  color=["C0" if "snapped" in k else "C1" if "," in k else "C2" for k in names])

@@ -207,3 +207,35 @@ def plot_schedule(schedules: Mapping[str, object], ax: Axes | None = None,
         ax.set_yscale("log")
     ax.legend()
     return ax
+
+
+def plot_sampler_sweep(rows: Sequence[Mapping], real: Mapping, panels: Mapping[str, str],
+                       axes: Sequence[Axes] | None = None, real_label: str = "real digits"
+                       ) -> Sequence[Axes]:
+    """Sample quality against the number of sampling steps, one panel per yardstick.
+
+    rows: one mapping per run, with "sampler" ("ancestral", "strided" or "DDIM"), "steps"
+        and a number for every key of `panels`; the strided and DDIM runs are drawn as
+        curves, the ancestral ones as stars. real: the same numbers for real data (a
+        dashed line). panels: yardstick key -> panel title, e.g. {"frechet": "Fréchet distance"}.
+    """
+    if len(panels) == 0:
+        raise ValueError("panels must name at least one yardstick")
+    if axes is None:
+        _, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
+        axes = np.atleast_1d(axes)
+    if len(axes) != len(panels):
+        raise ValueError(f"axes must hold one Axes per panel ({len(panels)}), got {len(axes)}")
+    for ax, (key, title) in zip(axes, panels.items(), strict=True):
+        for name, marker in (("strided", "o-"), ("DDIM", "s-")):
+            runs = sorted((r["steps"], r[key]) for r in rows if r["sampler"] == name)
+            if runs:
+                ax.semilogx(*zip(*runs, strict=True), marker, label=name)
+        for r in rows:
+            if r["sampler"] == "ancestral":
+                ax.semilogx([r["steps"]], [r[key]], "k*", ms=10, label=f"ancestral, {r['steps']}")
+        ax.axhline(real[key], color="0.5", ls="--", label=real_label)
+        ax.set_xlabel("number of sampling steps")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    return axes

@@ -2,6 +2,7 @@
 
 import gzip
 import math
+import os
 import struct
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from diffusion_core.data import (
     toy_2d,
 )
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+# The shared MNIST test split beside the checkout, or where MNIST_TEST_DIR says.
+MNIST_DIR = Path(os.environ.get("MNIST_TEST_DIR",
+                                Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
 T10K = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 # -----------------------------------------------------------------------------

@@ -180,3 +180,22 @@ def test_plot_schedule_draws_one_line_per_table():
     assert [line.get_label() for line in lines] == ["betas", "alphas_cumprod"]
     np.testing.assert_allclose(lines[1].get_ydata(), tables["alphas_cumprod"].numpy())
     plt.close(fig)
+
+
+def test_plot_sampler_sweep_draws_each_run_and_the_real_line():
+    rows = [{"sampler": "strided", "steps": 50, "fd": 2.0}, {"sampler": "strided", "steps": 10, "fd": 3.0},
+            {"sampler": "DDIM", "steps": 10, "fd": 4.0}, {"sampler": "ancestral", "steps": 1000, "fd": 1.0}]
+    (ax,) = viz.plot_sampler_sweep(rows, {"fd": 0.5}, {"fd": "distance"})
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["strided"].get_xdata()) == [10, 50]  # sorted by steps
+    assert list(lines["strided"].get_ydata()) == [3.0, 2.0]
+    assert list(lines["DDIM"].get_ydata()) == [4.0]
+    assert list(lines["ancestral, 1000"].get_xdata()) == [1000]
+    assert list(lines["real digits"].get_ydata()) == [0.5, 0.5]
+    plt.close("all")
+    with pytest.raises(ValueError, match="panels"):
+        viz.plot_sampler_sweep(rows, {}, {})
+    _, axes = plt.subplots(1, 2)
+    with pytest.raises(ValueError, match="one Axes per panel"):
+        viz.plot_sampler_sweep(rows, {"fd": 0.5}, {"fd": "distance"}, axes=axes)
+    plt.close("all")
