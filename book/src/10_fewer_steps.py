@@ -139,7 +139,8 @@ print(f"10 kept steps: abar at the last one {abar_wrong[-1].item():.4f} with the
 glue("abar_wrong_10", abar_wrong[-1].item())
 glue("abar_right_10", short.alphas_cumprod[-1].item())
 assert abar_wrong[-1] > 0.5 and short.alphas_cumprod[-1] < 1e-3
-#
+
+# %% [markdown]
 # ## DDIM
 #
 # Song, Meng and Ermon {cite}`song2021denoising` noticed that the training objective only
@@ -402,17 +403,13 @@ for (name, K), (fd, conf, spread_px) in quality.items():
 print(f"{'real':>10} {'-':>6} | {real[0]:8.2f} {real[1]:9.2f} {real[2]:9.3f}")
 
 # %%
+rows = [{"sampler": name, "steps": K, "frechet": fd, "confident": conf, "pixel_std": spread_px}
+        for (name, K), (fd, conf, spread_px) in quality.items()]
 fig, axes = plt.subplots(1, 3, figsize=(8, 2.9))
-for ax, col, label in ((axes[0], 0, "Fréchet distance (lower: better)"),
-                       (axes[1], 1, "share of confident samples"),
-                       (axes[2], 2, "pixel std across samples")):
-    for name, marker in (("strided", "o-"), ("DDIM", "s-")):
-        ax.semilogx(step_counts, [quality[name, K][col] for K in step_counts], marker, label=name)
-    ax.semilogx([1000], [quality["ancestral", 1000][col]], "k*", ms=10, label="ancestral, 1000")
-    ax.axhline(real[col], color="0.5", ls="--", label="real digits")
-    ax.set_xlabel("number of steps")
-    ax.set_title(label, fontsize=9)
-axes[0].legend(fontsize=7)
+viz.plot_sampler_sweep(rows, dict(zip(("frechet", "confident", "pixel_std"), real, strict=True)),
+                       {"frechet": "Fréchet distance (lower: better)",
+                        "confident": "share of confident samples",
+                        "pixel_std": "pixel std across samples"}, axes=axes)
 plt.tight_layout()
 plt.show()
 
@@ -457,17 +454,10 @@ bench_file = Path("../bench/quality.json")  # written by `make bench`; absent on
 if bench_file.exists():
     bench = json.loads(bench_file.read_text())["steps"]
     fig, axes = plt.subplots(1, 2, figsize=(8, 2.9))
-    for ax, key, label in ((axes[0], "frechet", "Fréchet distance (lower: better)"),
-                           (axes[1], "confident", "share of confident samples")):
-        for name, marker in (("strided", "o-"), ("DDIM", "s-")):
-            rows = [r for r in bench["rows"] if r["sampler"] == name]
-            ax.semilogx([r["steps"] for r in rows], [r[key] for r in rows], marker, label=name)
-        ancestral = next(r for r in bench["rows"] if r["sampler"] == "ancestral")
-        ax.semilogx([1000], [ancestral[key]], "k*", ms=10, label="ancestral, 1000")
-        ax.axhline(bench["real"][key], color="0.5", ls="--", label=f"{bench['n_real']} real digits")
-        ax.set_xlabel("number of steps")
-        ax.set_title(f"{label}, {bench['n']} samples", fontsize=9)
-    axes[0].legend(fontsize=7)
+    viz.plot_sampler_sweep(bench["rows"], bench["real"], axes=axes,
+                           panels={"frechet": f"Fréchet distance, {bench['n']} samples",
+                                   "confident": f"share of confident samples, {bench['n']} samples"},
+                           real_label=f"{bench['n_real']} real digits")
     plt.tight_layout()
     plt.show()
     by_key = {(r["sampler"], r["steps"]): r for r in bench["rows"]}
