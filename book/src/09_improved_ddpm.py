@@ -566,8 +566,8 @@ plt.show()
 # :::{admonition} Solution to 1
 # :class: dropdown
 # For a point $x_0$, $q(x_{t-1} \mid x_t) = q(x_{t-1} \mid x_t, x_0)$, whose variance is
-# $\tilde\beta_t$. For $x_0 \sim \mathcal{N}(0, I)$, $x_{t-1}$ and $x_t = \sqrt{\alpha_t}\,x_{t-1}
-# + \sqrt{\beta_t}\,\epsilon$ are jointly Gaussian with unit variances and covariance
+# $\tilde\beta_t$. For $x_0 \sim \mathcal{N}(0, I)$, $x_{t-1}$ and
+# $x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\epsilon$ are jointly Gaussian with unit variances and covariance
 # $\sqrt{\alpha_t}$, so $\mathrm{Var}[x_{t-1} \mid x_t] = 1 - \alpha_t = \beta_t$.
 # :::
 #
