@@ -14,7 +14,7 @@ if [ "$ONLY_QUALITY" = 0 ]; then
     bash setup.sh
     export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2  # the same thread count for every contender
     PY=.venv/bin/python
-    $PY speed.py --threads 2 --command "bash bench/run.sh $*" "$@"
+    $PY speed.py --threads 2 --command "bash bench/run.sh${*:+ $*}" "$@"
     $PY profile_ops.py --threads 1  # one thread: see profile_ops.py
 fi
 # The quality yardstick needs diffusion_core's own dependencies (scikit-learn, safetensors,

@@ -11,7 +11,7 @@ rounds, so that load from other processes hits all of them alike; each round giv
 speed ratio ours/peer from the medians of that round's steps. Writes the raw numbers to
 results.json (report.py turns them into RESULTS.md).
 
-    python bench/speed.py [--rounds 3 --steps 5 --threads 2 --out bench/results.json]
+    python bench/speed.py [--rounds 3 --steps 2 --threads 2 --out bench/results.json]
 """
 
 from __future__ import annotations
@@ -254,9 +254,9 @@ def summarize(results: dict[str, dict]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per contender and round")
-    parser.add_argument("--sample-steps", type=int, default=10, help="timed sampling steps per round")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the first round")
+    parser.add_argument("--steps", type=int, default=2, help="timed training steps per contender and round")
+    parser.add_argument("--sample-steps", type=int, default=4, help="timed sampling steps per round")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the first round")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shapes", nargs="+", default=[*SHAPES, "digits"], choices=[*SHAPES, "digits"])
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
