@@ -37,7 +37,7 @@ import diffusion_core
 from diffusion_core import sample_ddim, sample_ddpm, sample_strided, snap_to_levels, viz
 from diffusion_core.baselines import CategoricalBaseline, GMMBaseline
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
-from diffusion_core.metrics import class_probs, confidence_stats, fid, train_digit_classifier
+from diffusion_core.metrics import sample_yardsticks, train_digit_classifier
 from diffusion_core.pretrained import load_pretrained
 
 HERE = Path(__file__).resolve().parent
@@ -51,13 +51,6 @@ def cpu_name() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.machine()
-
-
-def yardsticks(x: torch.Tensor, classifier, x_train: torch.Tensor) -> dict:
-    """Fréchet distance to the training digits, confident share, class entropy, pixel spread."""
-    stats = confidence_stats(class_probs(classifier, x))
-    return {"frechet": fid(x, x_train, classifier), "confident": stats["frac_confident"],
-            "class_entropy": stats["class_entropy"], "pixel_std": x.std(dim=0).mean().item()}
 
 
 def steps_sweep(n: int) -> dict:
@@ -76,31 +69,31 @@ def steps_sweep(n: int) -> dict:
                     generator=torch.Generator().manual_seed(2), **options)
         seconds = time.perf_counter() - start
         x = to_unit_range(to_levels(x, DIGITS_LEVELS), DIGITS_LEVELS)
-        rows.append({"sampler": name, "steps": K, "seconds": seconds, **yardsticks(x, classifier, x_train)})
+        rows.append({"sampler": name, "steps": K, "seconds": seconds,
+                     **sample_yardsticks(x, x_train, classifier)})
         print(f"{name:>9} {K:5d} steps: {seconds:6.1f} s, Fréchet {rows[-1]['frechet']:.3f}, "
               f"confident {rows[-1]['confident']:.3f}", flush=True)
-    real = yardsticks(x_test, classifier, x_train)
+    real = sample_yardsticks(x_test, x_train, classifier)
     return {"n": n, "n_real": len(x_test), "rows": rows, "real": real}
 
 
 def bits_per_dim(n: int) -> dict:
-    digits, labels = load_digits("test")
-    x0 = digits[:n]
+    x0 = load_digits("test")[0][:n]
     out = {"n": n, "models": {}}
     for name in BPD_MODELS:
         model, diffusion, config = load_pretrained(name, progress=False)
         for label, denoiser in (("plain", model), ("snapped", snap_to_levels(model, diffusion))):
             start = time.perf_counter()
             r = diffusion.calc_bpd_loop(denoiser, x0, generator=torch.Generator().manual_seed(0))
+            seconds = time.perf_counter() - start
             total = r["total_bpd"]
             out["models"][f"{name}, {label}"] = {
                 "loss_type": config.loss_type, "model_var": config.model_var, "snapped": label == "snapped",
                 "per_image": total.tolist(), "mean": total.mean().item(),
                 "se": total.std().item() / math.sqrt(len(total)),
                 "small_t": r["vb"][:, :10].sum(dim=1).mean().item(),  # the paper's t = 1..10
-                "seconds": time.perf_counter() - start}
-            print(f"{name}, {label}: {total.mean().item():.3f} bits/dim "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+                "seconds": seconds}
+            print(f"{name}, {label}: {total.mean().item():.3f} bits/dim ({seconds:.0f} s)", flush=True)
     x_train, _ = load_digits("train")
     for name, baseline in (("per-pixel categorical", CategoricalBaseline.fit(x_train)),
                            ("Gaussian mixture", GMMBaseline.fit(x_train))):

@@ -291,3 +291,18 @@ def confidence_stats(probs: torch.Tensor, threshold: float = 0.9) -> dict:
         "class_shares": shares.tolist(),
         "class_entropy": float(-(nonzero * nonzero.log()).sum()),
     }
+
+
+def sample_yardsticks(x: torch.Tensor, reference: torch.Tensor,
+                      classifier: DigitClassifier | None = None) -> dict:
+    """Every yardstick of one image set x (N, C, H, W) against real images `reference`:
+      frechet        Fréchet distance to `reference` in the classifier's feature space
+      confident      share of images whose top class probability is >= 0.9
+      class_entropy  entropy (nats) of the class shares (log K when all classes are equal)
+      pixel_std      standard deviation of each pixel across the set, averaged over pixels
+    The cached digit classifier (seed 0) when `classifier` is None."""
+    if classifier is None:
+        classifier = train_digit_classifier()
+    stats = confidence_stats(class_probs(classifier, x))
+    return {"frechet": fid(x, reference, classifier), "confident": stats["frac_confident"],
+            "class_entropy": stats["class_entropy"], "pixel_std": x.std(dim=0).mean().item()}

@@ -1,12 +1,21 @@
 """Small helpers every chapter calls first: fixed threads and seeds, and `glue`.
 
 Float results on a CPU change with the number of threads, so the chapters fix
-it: their stored outputs then reproduce on any machine (nbval checks that).
+it. The last bits still change with the CPU's vector instructions, and a
+sampler run over hundreds of steps turns them into other samples: another
+machine amounts to another seed. So two knobs let anyone rerun a chapter as
+another machine would:
+
+    BOOK_SEED=<int>     shifts every seed of every chapter (unset or 0: the stored outputs)
+    BOOK_THREADS=<int>  overrides the chapter's thread count
+
+`make test-portable` runs every chapter's asserts under both.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 from typing import Any
 
@@ -14,9 +23,40 @@ import numpy as np
 import torch
 
 
+# BOOK_SEED=s maps a chapter's seed k to k + SEED_STRIDE * s: a shifted run never reuses a
+# random stream of the stored run (chapters use seeds below this stride).
+SEED_STRIDE = 1000
+
+
+def _env_int(name: str, minimum: int) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def book_seed(seed: int) -> int:
+    """`seed` shifted by the BOOK_SEED environment variable (unchanged when it is unset or 0)."""
+    return seed + SEED_STRIDE * (_env_int("BOOK_SEED", 0) or 0)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU torch.Generator seeded with `book_seed(seed)`: every seeded draw of a chapter
+    goes through here (or `setup`), so BOOK_SEED reruns the chapter on other random numbers."""
+    return torch.Generator().manual_seed(book_seed(seed))
+
+
 def setup(seed: int = 0, threads: int = 2) -> torch.Generator:
-    """Fix threads and every seed; return a seeded torch.Generator for the chapter."""
-    torch.set_num_threads(threads)
+    """Fix threads and every seed; return a seeded torch.Generator for the chapter.
+    BOOK_SEED shifts the seed and BOOK_THREADS overrides `threads` (see the module docstring)."""
+    torch.set_num_threads(_env_int("BOOK_THREADS", 1) or threads)
+    seed = book_seed(seed)
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (the global generator is what chapter code uses)
     torch.manual_seed(seed)

@@ -17,6 +17,7 @@ from diffusion_core.metrics import (
     fid,
     frechet_distance,
     gaussian_frechet_distance,
+    sample_yardsticks,
     train_classifier,
     train_digit_classifier,
 )
@@ -175,3 +176,15 @@ def test_features_shape_and_any_image_size():
     assert torch.allclose(feats.norm(dim=1), torch.full((64,), 8.0))  # length sqrt(D)
     with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\)"):
         features(model, torch.zeros(2, 1, 8, 8))
+
+
+def test_sample_yardsticks_tell_real_digits_from_noise(classifier):
+    x_train, _ = load_digits("train")
+    x_test, _ = load_digits("test")
+    noise = torch.rand(x_test.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    real, fake = (sample_yardsticks(x, x_train, classifier) for x in (x_test, noise))
+    assert real["frechet"] < 0.1 * fake["frechet"]
+    assert real["confident"] > 0.8 and fake["confident"] < 0.25  # noise: 0.13 measured here
+    assert real["class_entropy"] > 0.98 * math.log(10)
+    by_numpy = x_test.numpy().reshape(len(x_test), -1).std(axis=0, ddof=1).mean()
+    assert math.isclose(real["pixel_std"], float(by_numpy), rel_tol=1e-5)

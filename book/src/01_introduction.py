@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from diffusion_core import GaussianDiffusion, make_schedule, sample_ddpm, viz
 from diffusion_core.data import toy_2d
 from diffusion_core.models import count_parameters
-from diffusion_core.notebook import glue, setup
+from diffusion_core.notebook import book_seed, glue, setup
 from diffusion_core.training import TrainConfig, train
 
 # One thread: the tensors in this chapter are tiny, and a second thread only adds
@@ -211,7 +211,7 @@ plt.show()
 # %%
 T = 100
 diffusion = GaussianDiffusion(make_schedule("cosine", T))
-x0 = toy_2d("two_moons", 2000, seed=0)  # (N, 2)
+x0 = toy_2d("two_moons", 2000, seed=book_seed(0))  # (N, 2)
 
 steps = [0, 5, 15, 30, 60, 100]  # the paper's t; 0 is the data itself
 fig, axes = plt.subplots(1, len(steps), figsize=(8, 1.6), sharex=True, sharey=True)
@@ -285,7 +285,7 @@ assert energy_distance(x_T, gauss) < 0.02 * energy_distance(x0, gauss)
 
 # %%
 config = TrainConfig(dataset="two_moons", schedule="cosine", T=T, steps=1500, batch_size=256,
-                     lr=2e-3, warmup_steps=100, ema_decay=0.99, device="cpu", seed=0)
+                     lr=2e-3, warmup_steps=100, ema_decay=0.99, device="cpu", seed=book_seed(0))
 start = time.perf_counter()
 result = train(config, progress=False)
 seconds = time.perf_counter() - start
@@ -362,7 +362,7 @@ frames = [scatter_png(p, f"t = {t}") for p, t in zip(points, paper_t, strict=Tru
 viz.scrubber(frames, paper_t, interval_ms=250)
 
 # %%
-heldout = toy_2d("two_moons", 2000, seed=1)  # a fresh draw the model never saw
+heldout = toy_2d("two_moons", 2000, seed=book_seed(1))  # a fresh draw the model never saw
 fig, axes = plt.subplots(1, 3, figsize=(8, 2.8), sharex=True, sharey=True)
 panels = [("held-out data", heldout), ("diffusion samples", samples), ("prior N(0, I)", gauss)]
 for ax, (name, pts) in zip(axes, panels, strict=True):
@@ -397,7 +397,7 @@ def nn_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # The upper moon is the arc of radius 0.8 about (-0.4, -0.2) (see data.toy_2d's scaling).
-reference = toy_2d("two_moons", 4000, seed=2)
+reference = toy_2d("two_moons", 4000, seed=book_seed(2))
 upper = ((reference - torch.tensor([-0.4, -0.2])).norm(dim=1) - 0.8).abs() < \
         ((reference - torch.tensor([0.4, 0.2])).norm(dim=1) - 0.8).abs()
 candidates = {"diffusion samples": samples, "prior N(0, I)": gauss,

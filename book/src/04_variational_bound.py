@@ -43,7 +43,7 @@ from scipy import stats
 
 from diffusion_core import GaussianDiffusion, make_schedule, normal_kl
 from diffusion_core.data import DIGITS_LEVELS, load_digits
-from diffusion_core.notebook import glue, setup
+from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 
 g = setup(seed=0, threads=1)  # one thread: fast and reproducible on any machine
@@ -288,7 +288,7 @@ assert prior_bpd.max() < 1e-4
 model, diffusion, config = load_pretrained("digits_simple", progress=False)
 x0 = digits[:50]
 with torch.no_grad():
-    result = diffusion.calc_bpd_loop(model, x0, generator=torch.Generator().manual_seed(0))
+    result = diffusion.calc_bpd_loop(model, x0, generator=generator(0))
 vb = result["vb"]  # (B, T): index 0 is L_0, index t >= 1 is L_{t}
 total = result["total_bpd"].mean().item()
 parts = {"L_T": result["prior_bpd"].mean().item(), "L_0": vb[:, 0].mean().item(),
@@ -363,7 +363,7 @@ gaps = {}
 for T in (100, 300, 1000, 3000):
     d = GaussianDiffusion(make_schedule("linear", T), num_levels=L)
     bound = d.calc_bpd_loop(exact_denoiser(d), x0_toy, clip_denoised=False,
-                            generator=torch.Generator().manual_seed(1))["total_bpd"]
+                            generator=generator(1))["total_bpd"]
     diff = bound - exact_nll
     gaps[T] = (diff.mean().item(), diff.std().item() / math.sqrt(len(diff)))
     print(f"T = {T:5d}: bound {bound.mean().item():.3f} bits, exact NLL {exact_nll.mean().item():.3f}, "

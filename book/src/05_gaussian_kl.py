@@ -48,10 +48,10 @@ import torch
 
 from diffusion_core import GaussianDiffusion, make_schedule, normal_kl
 from diffusion_core.data import load_digits
-from diffusion_core.notebook import glue, setup
+from diffusion_core.notebook import book_seed, glue, setup
 
 g = setup(seed=0)  # 2 threads, all seeds fixed: the outputs reproduce
-rng = np.random.default_rng(0)  # for the numpy / scipy checks
+rng = np.random.default_rng(book_seed(0))  # for the numpy / scipy checks
 f64 = torch.float64
 
 # %% [markdown]

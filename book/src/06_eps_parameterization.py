@@ -52,7 +52,7 @@ from diffusion_core import (GaussianDiffusion, make_schedule, normal_kl, sample_
                             sampling, viz)
 from diffusion_core.baselines import evaluate_digit_samples
 from diffusion_core.data import DIGITS_LEVELS, load_digits
-from diffusion_core.notebook import glue, setup
+from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 
 g = setup(seed=0)  # 2 threads, all seeds fixed: the outputs reproduce
@@ -482,9 +482,9 @@ def algorithm_2(diffusion: GaussianDiffusion, model, shape, generator) -> torch.
 
 with torch.no_grad():
     ours = algorithm_2(model_diffusion.respaced(50), model, (8, 1, 8, 8),
-                       torch.Generator().manual_seed(3))
+                       generator(3))
 library = sample_strided(model_diffusion, model, (8, 1, 8, 8), 50, progress=False,
-                         generator=torch.Generator().manual_seed(3))
+                         generator=generator(3))
 
 # %% tags=["nbval-ignore-output"]
 # Rounding-level numbers vary by machine: output not compared.
@@ -504,7 +504,7 @@ assert torch.allclose(ours, library, atol=1e-5)
 samples = {}
 for loss_name, (m, dif) in models.items():
     samples[loss_name] = sample_strided(dif, m, (64, 1, 8, 8), 250, progress=False,
-                                        generator=torch.Generator().manual_seed(1))
+                                        generator=generator(1))
 fig, axes = plt.subplots(1, 2, figsize=(8, 4))
 for ax, (loss_name, x) in zip(axes, samples.items(), strict=True):
     viz.show_images(x, nrow=8, ax=ax, title=f"trained on {loss_name}")
@@ -533,7 +533,7 @@ x_eval = test_digits[:n_bpd]
 bounds, seconds = {}, {}
 for loss_name, (m, dif) in models.items():
     start = time.perf_counter()
-    same_noise = torch.Generator().manual_seed(0)  # the same x_t draws for both models
+    same_noise = generator(0)  # the same x_t draws for both models
     bounds[loss_name] = dif.calc_bpd_loop(m, x_eval, generator=same_noise)
     seconds[loss_name] = time.perf_counter() - start
 

@@ -56,7 +56,7 @@ from diffusion_core.baselines import evaluate_digit_samples
 from diffusion_core.data import load_digits
 from diffusion_core.models import UNet, UNetConfig, count_parameters, timestep_embedding
 from diffusion_core.models.unet import AttentionBlock, ResBlock
-from diffusion_core.notebook import glue, setup
+from diffusion_core.notebook import book_seed, generator, glue, setup
 from diffusion_core.pretrained import REGISTRY, load_pretrained
 
 g = setup(seed=0)  # 2 threads, all seeds fixed: the outputs reproduce
@@ -498,7 +498,7 @@ print(f"{'seed':>4s}{'loss, zero init':>17s}{'loss, random last layer':>25s}"
       f"{'its output SD':>15s}")
 random_losses, random_sds = [], []
 for seed in range(5):
-    torch.manual_seed(seed)
+    torch.manual_seed(book_seed(seed))
     net = UNet(presets["digits"]).eval()
     with torch.no_grad():
         loss_zero = ((eps - net(x_t, t)) ** 2).mean().item()
@@ -596,7 +596,7 @@ def randomise_zero_init(model: UNet) -> UNet:
 
 def skeleton(cfg: UNetConfig) -> UNet:
     """The UNet with attention and GroupNorm removed: only convolutions mix pixels."""
-    torch.manual_seed(1)
+    torch.manual_seed(book_seed(1))
     no_attention = dataclasses.replace(cfg, attention_resolutions=())
     model = randomise_zero_init(UNet(no_attention))
     model.mid_attn = nn.Identity()
@@ -657,7 +657,7 @@ for stage in probe:
 full = {}
 for name in ("digits", "mnist"):
     cfg = presets[name]
-    torch.manual_seed(2)
+    torch.manual_seed(book_seed(2))
     net = randomise_zero_init(UNet(cfg)).eval()
     full[name] = input_gradient(net, "conv_out", cfg.image_size).abs()
     share = (full[name] > 0).float().mean().item()
@@ -729,7 +729,7 @@ assert count_parameters(model) == sizes["digits"]
 
 # %%
 samples, traj = sample_strided(diffusion, model, (64, 1, 8, 8), num_steps=250,
-                               generator=torch.Generator().manual_seed(1),
+                               generator=generator(1),
                                num_frames=16, progress=False)
 viz.show_images(samples, nrow=16, title="64 samples of the digits model, 250 steps")
 plt.show()

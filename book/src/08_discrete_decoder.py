@@ -52,7 +52,7 @@ from scipy import stats
 from diffusion_core import discretized_gaussian_log_likelihood, sample_strided, snap_to_levels, viz
 from diffusion_core.baselines import CategoricalBaseline, GMMBaseline
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
-from diffusion_core.notebook import glue, setup
+from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 
 g = setup(seed=0, threads=1)  # one thread: small tensors, and robust on a busy machine
@@ -366,7 +366,7 @@ assert bool((L0_library >= 0).all()) and L0_library.mean() < 1e-6 and density_bi
 subset = torch.cat([torch.nonzero(labels == c).flatten()[:3] for c in range(10)])
 x0 = digits[subset]  # (30, 1, 8, 8)
 start = time.perf_counter()
-result = diffusion.calc_bpd_loop(model, x0, generator=torch.Generator().manual_seed(0))
+result = diffusion.calc_bpd_loop(model, x0, generator=generator(0))
 seconds = time.perf_counter() - start
 print(f"calc_bpd_loop on {len(x0)} digits: {seconds:.1f} s "
       f"(all 300 would take about {len(digits) / len(x0) * seconds:.0f} s)")
@@ -547,7 +547,7 @@ assert err_bins.mean() < s_t[1] / bin_width and err_bins.quantile(0.99) < 0.5  #
 # %% tags=["nbval-ignore-output"]
 snapped = snap_to_levels(model, diffusion)
 start = time.perf_counter()
-result_snap = diffusion.calc_bpd_loop(snapped, x0, generator=torch.Generator().manual_seed(0))
+result_snap = diffusion.calc_bpd_loop(snapped, x0, generator=generator(0))
 print(f"calc_bpd_loop with snapping: {time.perf_counter() - start:.1f} s")
 
 # %%
@@ -608,7 +608,7 @@ plt.show()
 level_draws = torch.distributions.Categorical(logits=categorical.log_probs).sample((25,))  # (25, 64)
 categorical_samples = to_unit_range(level_draws, L).view(25, 1, 8, 8)
 diffusion_samples = sample_strided(diffusion, model, (25, 1, 8, 8), 50, progress=False,
-                                   generator=torch.Generator().manual_seed(1))
+                                   generator=generator(1))
 fig, axes = plt.subplots(1, 2, figsize=(6, 3))
 viz.show_images(categorical_samples, nrow=5, ax=axes[0], title="per-pixel categorical")
 viz.show_images(diffusion_samples, nrow=5, ax=axes[1], title="diffusion, 50 steps")

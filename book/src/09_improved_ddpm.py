@@ -46,7 +46,7 @@ from torch import nn
 
 from diffusion_core import GaussianDiffusion, make_schedule, sample_strided, viz
 from diffusion_core.data import DIGITS_LEVELS, load_digits
-from diffusion_core.notebook import glue, setup
+from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 from diffusion_core.training import ImportanceSampler, UniformSampler
 
@@ -345,7 +345,7 @@ print("mean v:", [round(v, 2) for v in v_mean[::7].tolist()])
 
 # %%
 x0 = digits[torch.cat([torch.nonzero(labels == c).flatten()[:1] for c in range(10)])]
-res_hybrid = d_hybrid.calc_bpd_loop(hybrid, x0, generator=torch.Generator().manual_seed(0))
+res_hybrid = d_hybrid.calc_bpd_loop(hybrid, x0, generator=generator(0))
 
 
 class Recorder:
@@ -361,7 +361,7 @@ class Recorder:
 
 
 recorder = Recorder(simple)
-res_simple = d_simple.calc_bpd_loop(recorder, x0, generator=torch.Generator().manual_seed(0))
+res_simple = d_simple.calc_bpd_loop(recorder, x0, generator=generator(0))
 rows = {"digits_simple": res_simple, "digits_hybrid": res_hybrid}
 print(f"{'model':>14} | {'L_T':>7} {'sum L_t-1':>10} {'L_0':>7} | {'total':>6} bits/dim")
 for name, r in rows.items():
@@ -412,7 +412,7 @@ def replay(x_t, t):
 
 
 d_large = GaussianDiffusion(d_simple.schedule, "fixed_large", d_simple.num_levels)
-res_large = d_large.calc_bpd_loop(replay, x0, generator=torch.Generator().manual_seed(0))
+res_large = d_large.calc_bpd_loop(replay, x0, generator=generator(0))
 gap = res_large["vb"].mean(0) - res_simple["vb"].mean(0)  # (T,)
 large_minus_small = (res_large["total_bpd"] - res_simple["total_bpd"]).mean().item()
 glue("bpd_large", res_large["total_bpd"].mean().item())
@@ -448,7 +448,7 @@ assert large_minus_small < 0  # for this model beta beats beta~ (the prose below
 fig, axes = plt.subplots(1, 2, figsize=(8, 4))
 for ax, (name, model, d) in zip(axes, (("digits_simple", simple, d_simple),
                                        ("digits_hybrid", hybrid, d_hybrid)), strict=True):
-    x = sample_strided(d, model, (25, 1, 8, 8), 100, generator=torch.Generator().manual_seed(1),
+    x = sample_strided(d, model, (25, 1, 8, 8), 100, generator=generator(1),
                        progress=False)
     viz.show_images(x, nrow=5, ax=ax, title=name)
 plt.tight_layout()
@@ -510,8 +510,8 @@ assert torch.allclose(samplers["importance"], 0.999 * p_opt + 0.001 / T, rtol=1e
 n_draws = 200_000
 mc = {}
 for name, smp in (("uniform", UniformSampler(T)), ("importance", sampler)):
-    t_draw, w = smp.sample(n_draws, torch.Generator().manual_seed(2))
-    b_draw = torch.randint(0, len(vb), (n_draws,), generator=torch.Generator().manual_seed(3))
+    t_draw, w = smp.sample(n_draws, generator(2))
+    b_draw = torch.randint(0, len(vb), (n_draws,), generator=generator(3))
     estimate = T * w.double() * vb[b_draw, t_draw]  # the loop's loss T * L_t, weighted
     mc[name] = (estimate.mean().item(), estimate.var().item())
     print(f"{name:>10}: Monte Carlo mean {mc[name][0]:.3f} (exact {total_vlb:.3f}), "

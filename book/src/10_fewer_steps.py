@@ -49,8 +49,8 @@ import torch
 from diffusion_core import (GaussianDiffusion, make_schedule, respace, sample_ddim, sample_ddpm,
                             sample_strided, space_timesteps, viz)
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
-from diffusion_core.metrics import class_probs, confidence_stats, fid, train_digit_classifier
-from diffusion_core.notebook import glue, setup
+from diffusion_core.metrics import class_probs, sample_yardsticks, train_digit_classifier
+from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 from diffusion_core.sampling import ddim_sigma
 
@@ -186,7 +186,7 @@ x_T_mc = diffusion_lin.q_sample(x0_n, torch.full((n,), T - 1), torch.randn(n, 1,
 print(f"{'eta':>4} {'t':>5} | {'mean':>7} {'want':>7} | {'variance':>8} {'want':>7}")
 for eta in (0.0, 0.5, 1.0):
     _, traj_mc = sample_ddim(diffusion_lin, oracle, (n, 1), 20, eta=eta, noise=x_T_mc,
-                             num_frames=5, generator=torch.Generator().manual_seed(3),
+                             num_frames=5, generator=generator(3),
                              dtype=f64, clip_denoised=False, progress=False)
     for k, x_k in zip(traj_mc.timesteps, traj_mc.x_t, strict=True):
         mean_want, var_want = acp_lin[k].sqrt().item() * x0_val, 1 - acp_lin[k].item()
@@ -228,9 +228,9 @@ def gaussian_eps_model(d: GaussianDiffusion):
 eps_star = gaussian_eps_model(diffusion_lin)
 kw = dict(dtype=f64, clip_denoised=False, progress=False)
 x_ddim1 = sample_ddim(diffusion_lin, eps_star, (1000, 1), 20, eta=1.0,
-                      generator=torch.Generator().manual_seed(5), **kw)
+                      generator=generator(5), **kw)
 x_ddpm = sample_strided(diffusion_lin, eps_star, (1000, 1), 20,
-                        generator=torch.Generator().manual_seed(5), **kw)
+                        generator=generator(5), **kw)
 print(f"DDIM eta=1 vs strided DDPM, same random numbers: largest difference "
       f"{(x_ddim1 - x_ddpm).abs().max().item():.1e}")
 assert torch.allclose(x_ddim1, x_ddpm, rtol=0, atol=1e-12)
@@ -281,7 +281,7 @@ spread = {name: [] for name in ("ancestral, beta~", "ancestral, beta", "DDIM, et
                                 "ancestral, exact variance")}
 for K in steps_gauss:
     x_T_gauss = torch.randn(n_gauss, 1, generator=g, dtype=f64)  # shared by the samplers
-    kw_K = dict(noise=x_T_gauss, generator=torch.Generator().manual_seed(K), **kw)
+    kw_K = dict(noise=x_T_gauss, generator=generator(K), **kw)
     runs = [sample_strided(diffusion_lin, eps_star, (n_gauss, 1), K, **kw_K),
             sample_strided(d_large, eps_star, (n_gauss, 1), K, **kw_K),
             sample_ddim(diffusion_lin, eps_star, (n_gauss, 1), K, **kw_K),
@@ -353,7 +353,7 @@ classifier = train_digit_classifier()
 x_train, _ = load_digits("train")
 x_test, _ = load_digits("test")
 N = 64
-x_T = torch.randn(N, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+x_T = torch.randn(N, 1, 8, 8, generator=generator(1))
 samples, seconds = {}, {}
 
 
@@ -361,7 +361,7 @@ def run(name: str, steps: int, sampler, **options) -> None:
     """Sample N digits from x_T with `sampler`; keep them on the 17 levels, and the time."""
     start = time.perf_counter()
     x = sampler(diffusion, model, x_T.shape, noise=x_T, progress=False,
-                generator=torch.Generator().manual_seed(2), **options)
+                generator=generator(2), **options)
     seconds[name, steps] = time.perf_counter() - start
     samples[name, steps] = to_unit_range(to_levels(x, DIGITS_LEVELS), DIGITS_LEVELS)
 
@@ -380,33 +380,27 @@ for (name, K), sec in seconds.items():
     print(f"{name:>10} {K:>6} | {sec:7.2f} {1000 * sec / N:14.2f}")
 
 # %%
-def yardsticks(x: torch.Tensor) -> tuple[float, float, float]:
-    """Fréchet distance to the training digits, share of confident samples, pixel spread."""
-    stats = confidence_stats(class_probs(classifier, x))
-    return fid(x, x_train, classifier), stats["frac_confident"], x.std(0).mean().item()
-
-
-quality = {key: yardsticks(x) for key, x in samples.items()}
-real = yardsticks(x_test[:N])
+quality = {key: sample_yardsticks(x, x_train, classifier) for key, x in samples.items()}
+real = sample_yardsticks(x_test[:N], x_train, classifier)
 for K in step_counts:
-    glue(f"fd_strided_{K}", quality["strided", K][0])
-    glue(f"fd_ddim_{K}", quality["DDIM", K][0])
-    glue(f"conf_strided_{K}", 100 * quality["strided", K][1])
-    glue(f"conf_ddim_{K}", 100 * quality["DDIM", K][1])
-glue("fd_1000", quality["ancestral", 1000][0])
-glue("conf_1000", 100 * quality["ancestral", 1000][1])
-glue("fd_floor", real[0])
-glue("conf_real", 100 * real[1])
+    glue(f"fd_strided_{K}", quality["strided", K]["frechet"])
+    glue(f"fd_ddim_{K}", quality["DDIM", K]["frechet"])
+    glue(f"conf_strided_{K}", 100 * quality["strided", K]["confident"])
+    glue(f"conf_ddim_{K}", 100 * quality["DDIM", K]["confident"])
+glue("fd_1000", quality["ancestral", 1000]["frechet"])
+glue("conf_1000", 100 * quality["ancestral", 1000]["confident"])
+glue("fd_floor", real["frechet"])
+glue("conf_real", 100 * real["confident"])
 print(f"{'sampler':>10} {'steps':>6} | {'Frechet':>8} {'confident':>9} {'pixel std':>9}")
-for (name, K), (fd, conf, spread_px) in quality.items():
-    print(f"{name:>10} {K:>6} | {fd:8.2f} {conf:9.2f} {spread_px:9.3f}")
-print(f"{'real':>10} {'-':>6} | {real[0]:8.2f} {real[1]:9.2f} {real[2]:9.3f}")
+for (name, K), q in quality.items():
+    print(f"{name:>10} {K:>6} | {q['frechet']:8.2f} {q['confident']:9.2f} {q['pixel_std']:9.3f}")
+print(f"{'real':>10} {'-':>6} | {real['frechet']:8.2f} {real['confident']:9.2f} "
+      f"{real['pixel_std']:9.3f}")
 
 # %%
-rows = [{"sampler": name, "steps": K, "frechet": fd, "confident": conf, "pixel_std": spread_px}
-        for (name, K), (fd, conf, spread_px) in quality.items()]
+rows = [{"sampler": name, "steps": K, **q} for (name, K), q in quality.items()]
 fig, axes = plt.subplots(1, 3, figsize=(8, 2.9))
-viz.plot_sampler_sweep(rows, dict(zip(("frechet", "confident", "pixel_std"), real, strict=True)),
+viz.plot_sampler_sweep(rows, real,
                        {"frechet": "Fréchet distance (lower: better)",
                         "confident": "share of confident samples",
                         "pixel_std": "pixel std across samples"}, axes=axes)
@@ -422,14 +416,14 @@ plt.show()
 
 # %%
 for name in ("strided", "DDIM"):  # three steps are clearly worse than a hundred
-    assert quality[name, 3][0] > 2 * quality[name, 100][0]
-    assert quality[name, 3][1] < quality[name, 100][1] - 0.1
+    assert quality[name, 3]["frechet"] > 2 * quality[name, 100]["frechet"]
+    assert quality[name, 3]["confident"] < quality[name, 100]["confident"] - 0.1
     for K in (100, 50, 20):  # down to 20 steps, near the floor of 64 real digits
-        assert quality[name, K][0] < 1.25 * real[0]
+        assert quality[name, K]["frechet"] < 1.25 * real["frechet"]
 for K in (10, 5, 3):  # few steps: paler, more uniform samples, DDIM a little less so
-    assert quality["DDIM", K][2] > quality["strided", K][2]
-    assert quality["strided", K][2] < quality["strided", 100][2]
-assert quality["ancestral", 1000][0] < 1.25 * real[0]
+    assert quality["DDIM", K]["pixel_std"] > quality["strided", K]["pixel_std"]
+    assert quality["strided", K]["pixel_std"] < quality["strided", 100]["pixel_std"]
+assert quality["ancestral", 1000]["frechet"] < 1.25 * real["frechet"]
 
 # %% [markdown]
 # With 64 samples the Fréchet distance cannot see any difference between 1000 steps
@@ -509,10 +503,10 @@ else:
 # %%
 x_T4 = x_T[:4]
 ddim_kw = dict(noise=x_T4, progress=False)
-a = sample_ddim(diffusion, model, x_T4.shape, 10, generator=torch.Generator().manual_seed(10), **ddim_kw)
-b = sample_ddim(diffusion, model, x_T4.shape, 10, generator=torch.Generator().manual_seed(11), **ddim_kw)
+a = sample_ddim(diffusion, model, x_T4.shape, 10, generator=generator(10), **ddim_kw)
+b = sample_ddim(diffusion, model, x_T4.shape, 10, generator=generator(11), **ddim_kw)
 c = sample_ddim(diffusion, model, x_T4.shape, 10, eta=1.0,
-                generator=torch.Generator().manual_seed(11), **ddim_kw)
+                generator=generator(11), **ddim_kw)
 print(f"eta = 0, two generators: identical = {torch.equal(a, b)}; "
       f"eta = 1: largest difference {(a - c).abs().max().item():.2f}")
 assert torch.equal(a, b) and not torch.allclose(a, c)
@@ -609,6 +603,6 @@ assert agreement["DDIM"][10] > agreement["strided"][10] + 0.3
 # `short = GaussianDiffusion(respace(diffusion.schedule, kept), timestep_map=kept)` is the
 # short process (`diffusion` is the one `load_pretrained` returned), and
 # `sample_ddim(short, model, x_T.shape, eta=0.0, noise=x_T, progress=False)`, with no
-# `num_steps`, runs on it. Score the result with `yardsticks` and compare it with the
+# `num_steps`, runs on it. Score the result with `sample_yardsticks` and compare it with the
 # evenly strided 10-step DDIM row of the table.
 # :::

@@ -46,7 +46,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from diffusion_core import GaussianDiffusion, make_schedule, sample_strided, space_timesteps, viz
 from diffusion_core.data import toy_2d
-from diffusion_core.notebook import glue, setup
+from diffusion_core.notebook import book_seed, glue, setup
 from diffusion_core.pretrained import load_pretrained
 
 # One thread: the tensors in this chapter are tiny, and a second thread only adds
@@ -492,9 +492,9 @@ arcs = torch.cat([torch.stack([angle.cos(), angle.sin()], 1),               # up
 moons = GaussianMixture(weights=torch.full((200,), 1 / 200, **f64),
                         means=0.8 * (arcs - torch.tensor([0.5, 0.25], **f64)),  # as in data.toy_2d
                         covs=0.05 ** 2 * torch.eye(2, **f64).expand(200, 2, 2))
-heldout = toy_2d("two_moons", 2000, seed=1)
+heldout = toy_2d("two_moons", 2000, seed=book_seed(1))
 ed_mixture = energy_distance(heldout, moons.sample(2000, g))
-ed_fresh = energy_distance(heldout, toy_2d("two_moons", 2000, seed=2))
+ed_fresh = energy_distance(heldout, toy_2d("two_moons", 2000, seed=book_seed(2)))
 print(f"energy distance to held-out data: the mixture {ed_mixture:.5f}, a fresh data draw {ed_fresh:.5f}")
 assert abs(ed_mixture) < 0.002
 
@@ -649,7 +649,7 @@ def on_moons(x: torch.Tensor) -> tuple[float, float]:
 
 print(f"{'':26s} {'energy distance':>15s} {'on a moon':>10s} {'upper share':>12s}")
 for name, pts in [("annealed Langevin", x_ald), ("DDPM, 100 strided steps", x_ddpm),
-                  ("prior N(0, I)", prior), ("a fresh draw of the data", toy_2d("two_moons", 2000, seed=2))]:
+                  ("prior N(0, I)", prior), ("a fresh draw of the data", toy_2d("two_moons", 2000, seed=book_seed(2)))]:
     on, upper = on_moons(pts)
     print(f"{name:26s} {energy_distance(pts, heldout):15.5f} {on:10.3f} {upper:12.3f}")
 ed_ald, ed_prior = energy_distance(x_ald, heldout), energy_distance(prior, heldout)
