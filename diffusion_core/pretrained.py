@@ -2,7 +2,8 @@
 
 Each entry records the TrainConfig, the exact command that trains it, and the
 sha256 of the EMA weights that command produced here. The files live in
-`diffusion_core/checkpoints/<name>/` (EMA weights in float32 + state.json).
+`diffusion_core/weights/<name>/` (EMA weights in float32 + state.json), shipped
+as package data in the wheel.
 If a file is missing or corrupt, `load_pretrained` retrains it from the
 recorded config (minutes on a laptop CPU) and saves it. A retrained model on
 another machine need not be bit-identical, so a different hash only warns.
@@ -21,7 +22,7 @@ from .checkpoints import EMA_FILE, CheckpointError, load_model, read_checkpoint,
 from .diffusion import GaussianDiffusion
 from .training import TrainConfig, train
 
-PACKAGE_DIR = Path(__file__).parent / "checkpoints"
+PACKAGE_DIR = Path(__file__).parent / "weights"  # not "checkpoints": that is the module checkpoints.py
 
 
 @dataclass(frozen=True)
