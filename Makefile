@@ -17,11 +17,13 @@ PYTHON := $(BIN)python
 STAMP := .make/installed-$(shell echo "$(VIRTUAL_ENV)" | md5sum | cut -c1-8)
 BOOK_JS := book/_vendor/.stamp
 
-.PHONY: help install test test-lib test-book book vendor check-html notebooks bench lint clean
+.PHONY: help install test test-lib test-book test-portable test-installed book vendor check-html notebooks bench lint clean
 
 help:
 	@echo "make book   build the HTML book into _build/html"
 	@echo "make test   run every test (library tests, then the notebooks with nbval)"
+	@echo "make test-portable   every chapter's asserts on other seeds, old vector instructions, one thread"
+	@echo "make test-installed  one chapter against the package installed from its wheel"
 	@echo "make lint   ruff over the library and tests"
 
 $(STAMP): pyproject.toml
@@ -32,15 +34,30 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# book/conftest.py applies book/nbval_sanitize.cfg, so the plain command a reader
+# types, `pytest --nbval book/`, is the one tested here.
 test: install
 	$(PYTHON) -m pytest tests/
-	$(PYTHON) -m pytest --nbval book/ --nbval-sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
+	$(PYTHON) -m pytest --nbval book/ -p no:cacheprovider
 
 test-lib: install
 	$(PYTHON) -m pytest tests/
 
 test-book: install
-	$(PYTHON) -m pytest --nbval book/ --nbval-sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider
+	$(PYTHON) -m pytest --nbval book/ -p no:cacheprovider
+
+# Another machine amounts to another seed: every chapter's cells run and asserts
+# checked (--nbval-lax: outputs not compared), once on other seeds with the oldest
+# vector instructions, once on other seeds with one torch thread.
+test-portable: install
+	BOOK_SEED=1 ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default \
+		$(PYTHON) -m pytest --nbval-lax book/ -p no:cacheprovider
+	BOOK_SEED=2 BOOK_THREADS=1 $(PYTHON) -m pytest --nbval-lax book/ -p no:cacheprovider
+
+# As Colab installs it: the wheel in a fresh virtual environment, one chapter
+# run against it (not against this checkout). NB_INSTALLED=book/NN_slug.ipynb picks another.
+test-installed: install
+	PYTHON="$$($(PYTHON) -c 'import sys; print(sys.executable)')" bash scripts/test_installed_chapter.sh $(NB_INSTALLED)
 
 # Chapters are written as jupytext percent scripts in book/src/ (readable diffs);
 # this regenerates book/*.ipynb and executes them so they carry their outputs.
