@@ -10,13 +10,14 @@ penultimate layer of a small CNN trained in seconds on the digits' training spli
 feature vector is rescaled to length sqrt(D) (see `features`). The numbers are comparable
 only between runs that use the same classifier (same seed).
 
-Read top to bottom: the Fréchet distance, the classifier, training it, the yardsticks.
+Read top to bottom: the Fréchet distance, the classifier, training it, the yardsticks,
+and the bootstrap that gives each its standard error.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -306,3 +307,31 @@ def sample_yardsticks(x: torch.Tensor, reference: torch.Tensor,
     stats = confidence_stats(class_probs(classifier, x))
     return {"frechet": fid(x, reference, classifier), "confident": stats["frac_confident"],
             "class_entropy": stats["class_entropy"], "pixel_std": x.std(dim=0).mean().item()}
+
+
+# -----------------------------------------------------------------------------
+# Standard errors
+
+
+def paired_bootstrap(statistic: Callable[..., float], *xs: torch.Tensor, n_boot: int = 200,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bootstrap replicates (n_boot,) of `statistic(*xs)`: each one evaluates it on rows
+    resampled with replacement, with the same row indices for every x (each (N, ...)).
+
+    Their standard deviation estimates the statistic's standard error (Efron 1979). The
+    shared indices keep paired sets paired: for samples of two samplers run from the same
+    starting noise, `statistic = lambda a, b: fd(a) - fd(b)` gets the (small) standard
+    error of the paired difference, not that of two independent sets.
+    """
+    if not xs:
+        raise ValueError("xs must hold at least one tensor")
+    n = check_tensor(xs[0], "xs[0]").shape[0]
+    for i, x in enumerate(xs):
+        if check_tensor(x, f"xs[{i}]").dim() == 0 or x.shape[0] != n or n < 2:
+            raise ValueError(f"xs[{i}] must have shape (N, ...) with the same N >= 2 as xs[0] "
+                             f"({n}), got {tuple(x.shape)}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
+        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+    index = torch.randint(0, n, (n_boot, n), generator=generator)  # (n_boot, N)
+    return torch.tensor([float(statistic(*(x[idx] for x in xs))) for idx in index],
+                        dtype=torch.float64)

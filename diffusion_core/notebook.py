@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 # BOOK_SEED=s maps a chapter's seed k to k + SEED_STRIDE * s: a shifted run never reuses a
 # random stream of the stored run (chapters use seeds below this stride).
 SEED_STRIDE = 1000

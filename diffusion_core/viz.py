@@ -215,9 +215,11 @@ def plot_sampler_sweep(rows: Sequence[Mapping], real: Mapping, panels: Mapping[s
     """Sample quality against the number of sampling steps, one panel per yardstick.
 
     rows: one mapping per run, with "sampler" ("ancestral", "strided" or "DDIM"), "steps"
-        and a number for every key of `panels`; the strided and DDIM runs are drawn as
-        curves, the ancestral ones as stars. real: the same numbers for real data (a
-        dashed line). panels: yardstick key -> panel title, e.g. {"frechet": "Fréchet distance"}.
+        and a number for every key of `panels` (and optionally "<key>_se", its standard
+        error, drawn as an error bar); the strided and DDIM runs are drawn as curves, the
+        ancestral ones as stars. real: the same numbers for real data (a dashed line, with
+        a grey band of ±1 SE when "<key>_se" is given). panels: yardstick key -> panel
+        title, e.g. {"frechet": "Fréchet distance"}.
     """
     if len(panels) == 0:
         raise ValueError("panels must name at least one yardstick")
@@ -228,13 +230,19 @@ def plot_sampler_sweep(rows: Sequence[Mapping], real: Mapping, panels: Mapping[s
         raise ValueError(f"axes must hold one Axes per panel ({len(panels)}), got {len(axes)}")
     for ax, (key, title) in zip(axes, panels.items(), strict=True):
         for name, marker in (("strided", "o-"), ("DDIM", "s-")):
-            runs = sorted((r["steps"], r[key]) for r in rows if r["sampler"] == name)
+            runs = sorted((r["steps"], r[key], r.get(f"{key}_se")) for r in rows if r["sampler"] == name)
             if runs:
-                ax.semilogx(*zip(*runs, strict=True), marker, label=name)
+                steps, values, errors = zip(*runs, strict=True)
+                (line,) = ax.plot(steps, values, marker, ms=4, label=name)
+                if None not in errors:
+                    ax.errorbar(steps, values, yerr=errors, fmt="none", ecolor=line.get_color(), capsize=2)
         for r in rows:
             if r["sampler"] == "ancestral":
-                ax.semilogx([r["steps"]], [r[key]], "k*", ms=10, label=f"ancestral, {r['steps']}")
+                ax.plot([r["steps"]], [r[key]], "k*", ms=10, label=f"ancestral, {r['steps']}")
+        ax.set_xscale("log")
         ax.axhline(real[key], color="0.5", ls="--", label=real_label)
+        if f"{key}_se" in real:
+            ax.axhspan(real[key] - real[f"{key}_se"], real[key] + real[f"{key}_se"], color="0.5", alpha=0.2)
         ax.set_xlabel("number of sampling steps")
         ax.set_title(title, fontsize=9)
     axes[0].legend(fontsize=7)

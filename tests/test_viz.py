@@ -199,3 +199,15 @@ def test_plot_sampler_sweep_draws_each_run_and_the_real_line():
     with pytest.raises(ValueError, match="one Axes per panel"):
         viz.plot_sampler_sweep(rows, {"fd": 0.5}, {"fd": "distance"}, axes=axes)
     plt.close("all")
+
+
+def test_plot_sampler_sweep_error_bars():
+    rows = [{"sampler": "strided", "steps": 50, "fd": 2.0, "fd_se": 0.1},
+            {"sampler": "strided", "steps": 10, "fd": 3.0, "fd_se": 0.3}]
+    (ax,) = viz.plot_sampler_sweep(rows, {"fd": 0.5, "fd_se": 0.05}, {"fd": "distance"})
+    (bars,) = ax.containers
+    lower, upper = bars.lines[1][0].get_ydata(), bars.lines[1][1].get_ydata()  # caps, sorted by steps
+    assert list(lower) == pytest.approx([2.7, 1.9]) and list(upper) == pytest.approx([3.3, 2.1])
+    band = [p for p in ax.patches][0].get_extents()
+    assert band.height > 0
+    plt.close("all")
