@@ -200,10 +200,10 @@ def saved_step(out: Path) -> int:
         return 0
 
 
-def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, seed):
     steps = 60
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    config = dict(steps=steps, checkpoint_every=3, timestep_sampler="importance")
+    config = dict(steps=steps, checkpoint_every=3, timestep_sampler="importance", seed=seed)
     victim = start_training(tiny_config(out_dir=str(killed), **config))
     reference = start_training(tiny_config(out_dir=str(straight), **config))
     deadline = time.time() + 120
@@ -257,10 +257,10 @@ def test_shipped_checkpoints_load_and_match_their_hash(name):
     assert diffusion.model_var == spec.config.model_var
 
 
-def test_load_pretrained_retrains_a_missing_checkpoint(tmp_path, monkeypatch, capsys):
+def test_load_pretrained_retrains_a_missing_checkpoint(tmp_path, monkeypatch, capsys, seed):
     from diffusion_core import pretrained
 
-    config = tiny_config(out_dir=str(tmp_path / "run"))
+    config = tiny_config(out_dir=str(tmp_path / "run"), seed=seed)
     spec = pretrained.Pretrained("tiny", "test", config, "python -m diffusion_core train",
                                  "0" * 64)
     monkeypatch.setitem(pretrained.REGISTRY, "tiny", spec)

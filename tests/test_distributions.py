@@ -28,14 +28,16 @@ def test_normal_kl_matches_numerical_integration(m1, s1, m2, s2):
     assert got.item() == pytest.approx(kl_by_quadrature(m1, s1, m2, s2), abs=1e-9, rel=1e-7)
 
 
-def test_normal_kl_matches_monte_carlo():
-    g = torch.Generator().manual_seed(0)
+def test_normal_kl_matches_monte_carlo(generator):
+    g = generator(0)
     m1, s1, m2, s2 = 0.4, 0.8, -0.1, 1.5
     x = m1 + s1 * torch.randn(2_000_000, generator=g, dtype=torch.float64)
     log_ratio = stats.norm(m1, s1).logpdf(x.numpy()) - stats.norm(m2, s2).logpdf(x.numpy())
     mc, se = log_ratio.mean(), log_ratio.std() / math.sqrt(len(log_ratio))
     got = normal_kl(torch.tensor(m1), torch.tensor(2 * math.log(s1)), torch.tensor(m2), torch.tensor(2 * math.log(s2)))
-    assert abs(got.item() - mc) < 4 * se + 1e-6
+    # 5 standard errors of the Monte Carlo mean (se ≈ 4e-4); 1e-6 for `got`, in float32
+    z = (abs(got.item() - mc) - 1e-6) / se
+    assert z < 5
 
 
 @settings(max_examples=30, deadline=None)
@@ -73,8 +75,8 @@ def test_discretized_probabilities_sum_to_one(L, mean, log_scale):
 
 
 @pytest.mark.parametrize("L", [17, 256])
-def test_discretized_matches_scipy_cdf_differences(L):
-    rng = np.random.default_rng(0)
+def test_discretized_matches_scipy_cdf_differences(L, seed):
+    rng = np.random.default_rng(seed)
     x = levels(L)
     for _ in range(5):
         mean, scale = rng.uniform(-1, 1), math.exp(rng.uniform(-4, 0))

@@ -32,10 +32,10 @@ def random_rotation(d: int, gen: torch.Generator) -> torch.Tensor:
 # Fréchet distance vs closed forms
 
 
-def test_diagonal_covariances_match_closed_form():
+def test_diagonal_covariances_match_closed_form(generator):
     # For diagonal covariances the distance is ||mu_a - mu_b||^2 + sum_i (sigma_a,i - sigma_b,i)^2;
     # a zero variance (singular covariance) must be handled too.
-    gen = torch.Generator().manual_seed(0)
+    gen = generator(0)
     mu_a, mu_b = torch.randn(2, 6, generator=gen, dtype=torch.float64)
     sd_a = torch.rand(6, generator=gen, dtype=torch.float64) * 2
     sd_b = torch.rand(6, generator=gen, dtype=torch.float64) * 2
@@ -45,9 +45,9 @@ def test_diagonal_covariances_match_closed_form():
     assert got == pytest.approx(expected, rel=1e-10)
 
 
-def test_commuting_full_covariances_match_closed_form():
+def test_commuting_full_covariances_match_closed_form(generator):
     # Covariances sharing eigenvectors Q: distance = ||dmu||^2 + sum_i (sqrt(l_a,i) - sqrt(l_b,i))^2.
-    gen = torch.Generator().manual_seed(1)
+    gen = generator(1)
     q = random_rotation(5, gen)
     lam_a = torch.rand(5, generator=gen, dtype=torch.float64) * 3 + 0.1
     lam_b = torch.rand(5, generator=gen, dtype=torch.float64) * 3 + 0.1
@@ -70,9 +70,9 @@ def test_general_2x2_covariances_match_closed_form():
     assert gaussian_frechet_distance(mu_b, b, mu_a, a) == pytest.approx(expected, rel=1e-10)
 
 
-def test_samples_approach_the_closed_form():
+def test_samples_approach_the_closed_form(generator):
     # Fitting Gaussians to many samples recovers the distance between the true Gaussians.
-    gen = torch.Generator().manual_seed(2)
+    gen = generator(2)
     q = random_rotation(3, gen)
     lam_a = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
     lam_b = torch.tensor([0.3, 1.0, 3.0], dtype=torch.float64)
@@ -82,11 +82,19 @@ def test_samples_approach_the_closed_form():
     x_a = mu_a + (torch.randn(n, 3, generator=gen, dtype=torch.float64) * lam_a.sqrt()) @ q.T
     x_b = mu_b + (torch.randn(n, 3, generator=gen, dtype=torch.float64) * lam_b.sqrt()) @ q.T
     expected = float((mu_a - mu_b).pow(2).sum() + (lam_a.sqrt() - lam_b.sqrt()).pow(2).sum())
-    assert frechet_distance(x_a.float(), x_b.float()) == pytest.approx(expected, abs=0.03)
+    # Its standard error by the delta method, from the true Gaussians: the gradient of the
+    # distance is 2 Δμ in μ_a and I - T in Σ_a (T the transport map, here Q diag(√(λ_b/λ_a)) Qᵀ);
+    # Var(μ̂) = Σ/n and Var(tr(M Σ̂)) = 2 tr((MΣ)²)/n for Gaussian data. About 0.012 here; the
+    # bias of the estimate is O(1/n), about 1e-4.
+    dmu = (mu_a - mu_b) @ q  # in the eigenbasis
+    var = (4 * (dmu ** 2 * (lam_a + lam_b)).sum()
+           + 2 * ((lam_a + lam_b) * (lam_a.sqrt() - lam_b.sqrt()) ** 2).sum()) / n
+    z = (frechet_distance(x_a.float(), x_b.float()) - expected) / var.sqrt().item()
+    assert abs(z) < 5
 
 
-def test_identical_sets_are_at_distance_zero():
-    gen = torch.Generator().manual_seed(3)
+def test_identical_sets_are_at_distance_zero(generator):
+    gen = generator(3)
     feats = torch.randn(500, 64, generator=gen)
     assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-8)
     few = torch.randn(20, 64, generator=gen)  # N < D: a singular covariance
@@ -131,15 +139,20 @@ def test_confidence_stats_on_known_probabilities():
 # The classifier and the FID sanity ranking
 
 
+# The classifier's training seed follows TEST_SEED: on another CPU its float32 training ends
+# in other weights anyway, so every claim below must hold for any seed's classifier.
 @pytest.fixture(scope="module")
-def classifier():
-    return train_digit_classifier(seed=0)
+def classifier(seed):
+    return train_digit_classifier(seed=seed)
 
 
-def test_classifier_generalises_to_held_out_digits(classifier):
+def test_classifier_generalises_to_held_out_digits(classifier, seed):
     x_test, y_test = load_digits("test")
-    assert accuracy(classifier, x_test, y_test) >= 0.95
-    assert train_digit_classifier(seed=0) is classifier  # cached, not retrained
+    # The documented accuracy is about 0.98; 300 test digits give it a binomial standard
+    # error of 0.008. (Measured over 8 training seeds: 0.973 to 0.987.)
+    z = (accuracy(classifier, x_test, y_test) - 0.98) / math.sqrt(0.98 * 0.02 / len(y_test))
+    assert z > -5
+    assert train_digit_classifier(seed=seed) is classifier  # cached, not retrained
     assert not any(p.requires_grad for p in classifier.parameters())
 
 
@@ -150,10 +163,10 @@ def test_real_digits_look_confident_and_balanced(classifier):
     assert stats["class_entropy"] > 0.98 * math.log(10)  # the test split is 30 per class
 
 
-def test_fid_ranks_real_then_blurred_then_noise(classifier):
+def test_fid_ranks_real_then_blurred_then_noise(classifier, generator):
     x_train, _ = load_digits("train")
     x_test, _ = load_digits("test")
-    gen = torch.Generator().manual_seed(0)
+    gen = generator(0)
     noise = torch.rand(x_test.shape, generator=gen) * 2 - 1
     blurred = F.avg_pool2d(F.pad(x_test, (1, 1, 1, 1), value=-1.0), 3, stride=1)  # 3x3 box blur
     fid_real = fid(x_train, x_test, classifier)
@@ -163,9 +176,9 @@ def test_fid_ranks_real_then_blurred_then_noise(classifier):
     assert fid_real < fid_blur < fid_noise
 
 
-def test_features_shape_and_any_image_size():
+def test_features_shape_and_any_image_size(generator):
     # The same code serves 28x28 images (MNIST): one quick epoch on random data.
-    gen = torch.Generator().manual_seed(0)
+    gen = generator(0)
     x = torch.rand(64, 1, 28, 28, generator=gen) * 2 - 1
     y = torch.randint(0, 10, (64,), generator=gen)
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
@@ -178,13 +191,19 @@ def test_features_shape_and_any_image_size():
         features(model, torch.zeros(2, 1, 8, 8))
 
 
-def test_sample_yardsticks_tell_real_digits_from_noise(classifier):
+def test_sample_yardsticks_tell_real_digits_from_noise(classifier, generator):
     x_train, _ = load_digits("train")
     x_test, _ = load_digits("test")
-    noise = torch.rand(x_test.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    noise = torch.rand(x_test.shape, generator=generator(0)) * 2 - 1
     real, fake = (sample_yardsticks(x, x_train, classifier) for x in (x_test, noise))
     assert real["frechet"] < 0.1 * fake["frechet"]
-    assert real["confident"] > 0.8 and fake["confident"] < 0.25  # noise: 0.13 measured here
+    assert real["confident"] > 0.8
+    # How many noise images a classifier calls confidently depends on its training seed
+    # (0.12 to 0.42 over 8 seeds, 0.93 to 0.95 for real digits): real digits must be confident
+    # significantly more often, by 5 standard errors of the difference of two shares.
+    n = len(x_test)
+    se = math.sqrt((real["confident"] * (1 - real["confident"]) + fake["confident"] * (1 - fake["confident"])) / n)
+    assert (real["confident"] - fake["confident"]) / se > 5
     assert real["class_entropy"] > 0.98 * math.log(10)
     by_numpy = x_test.numpy().reshape(len(x_test), -1).std(axis=0, ddof=1).mean()
     assert math.isclose(real["pixel_std"], float(by_numpy), rel_tol=1e-5)

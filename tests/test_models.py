@@ -18,8 +18,8 @@ from diffusion_core.models.unet import AttentionBlock
 SMALL_PRESETS = ["digits", "mnist"]
 
 
-def make_unet(preset: str, **overrides) -> UNet:
-    torch.manual_seed(0)
+def make_unet(preset: str, seed: int = 0, **overrides) -> UNet:
+    torch.manual_seed(seed)
     return UNet(getattr(UNetConfig, preset)(**overrides))
 
 
@@ -46,9 +46,9 @@ def train_steps(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, steps:
 
 
 @pytest.fixture(scope="module")
-def trained_digits() -> UNet:
+def trained_digits(seed) -> UNet:
     """A digits UNet moved away from its (partly zero) initialisation, without dropout."""
-    model = make_unet("digits", dropout=0.0)
+    model = make_unet("digits", seed, dropout=0.0)
     x, t = random_inputs(model.config, batch=4)
     train_steps(model, x, t, steps=3)
     return model.eval()
@@ -166,8 +166,8 @@ def test_unet_handles_odd_sizes_down_to_four_pixels():
     assert model(x, t).shape == (2, 1, 7, 7)
 
 
-def test_unet_gradients_reach_every_parameter():
-    model = make_unet("digits")
+def test_unet_gradients_reach_every_parameter(seed):
+    model = make_unet("digits", seed)
     x, t = random_inputs(model.config, batch=4)
     train_steps(model, x, t, steps=1)
     assert model(x, t).abs().max() > 0  # the first step already moves the output off zero
@@ -179,8 +179,8 @@ def test_unet_gradients_reach_every_parameter():
         assert p.grad.abs().max() > 0, f"{name} gets a zero gradient"
 
 
-def test_unet_output_depends_on_the_timestep(trained_digits):
-    torch.manual_seed(1)
+def test_unet_output_depends_on_the_timestep(trained_digits, seed):
+    torch.manual_seed(seed + 1)
     x = torch.randn(1, 1, 8, 8).expand(3, -1, -1, -1)  # one image, three timesteps
     with torch.no_grad():
         out = trained_digits(x, torch.tensor([0, 1, 500]))
@@ -188,8 +188,8 @@ def test_unet_output_depends_on_the_timestep(trained_digits):
     assert (out[0] - out[2]).abs().max() > 1e-6
 
 
-def test_unet_samples_do_not_interact_within_a_batch(trained_digits):
-    torch.manual_seed(2)
+def test_unet_samples_do_not_interact_within_a_batch(trained_digits, seed):
+    torch.manual_seed(seed + 2)
     x, t = random_inputs(trained_digits.config, batch=5)
     with torch.no_grad():
         batched = trained_digits(x, t)
@@ -282,8 +282,8 @@ def test_mlp_is_small(num_layers):
     assert 50_000 <= count_parameters(MLPDenoiser(MLPConfig(num_layers=num_layers))) <= 100_000
 
 
-def test_mlp_trains_every_parameter_and_depends_on_t():
-    torch.manual_seed(0)
+def test_mlp_trains_every_parameter_and_depends_on_t(seed):
+    torch.manual_seed(seed)
     model = MLPDenoiser(MLPConfig())
     x, t = torch.randn(16, 2), torch.randint(0, 1000, (16,))
     train_steps(model, x, t, steps=2)
