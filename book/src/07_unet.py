@@ -246,8 +246,11 @@ with torch.no_grad():
     for name, norm in norms.items():
         out = {b: norm(conv(x))[0] for b, x in batches.items()}  # the first image's features
         shift[name] = ((out["low noise"] - out["high noise"]).std() / out["low noise"].std()).item()
-        print(f"{name}: the same image's features move by {shift[name]:.3f} of their spread")
-glue("bn_shift", shift["BatchNorm"])
+        print(f"{name}: the same image's features move by {shift[name]:.2f} of their spread")
+glue("bn_shift", shift["BatchNorm"], digits=2)
+# The BatchNorm shift depends on the random layer and noise: over 300 seeds it is
+# 0.39 with a standard deviation of 0.03 (smallest 0.32), so 0.1 is 10 SDs below it.
+# GroupNorm's is zero up to rounding: the same image gives the same output.
 assert shift["BatchNorm"] > 0.1 and shift["GroupNorm"] < 1e-6
 
 # %% [markdown]
@@ -485,9 +488,11 @@ for name, m in models.items():
 # instead, the untrained network outputs an arbitrary function of its input, and the
 # starting loss depends on the seed. We compare
 # the two on a batch of digits, with the same noise and timesteps, for five seeds (the loss is
-# written out by hand, as {doc}`06_eps_parameterization` defines it):
+# written out by hand, as {doc}`06_eps_parameterization` defines it; the network computes in
+# float32, whose last bits differ between CPUs, so the printed digits are not compared when
+# the book is tested, the assert is):
 
-# %%
+# %% tags=["nbval-ignore-output"]
 alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=f64), 0)
 t = torch.randint(0, 1000, (len(x0),), generator=g)
 eps = torch.randn(x0.shape, generator=g)
@@ -508,16 +513,16 @@ for seed in range(5):
     random_sds.append(out.std().item())
     print(f"{seed:4d}{loss_zero:17.3f}{random_losses[-1]:25.3f}{out.std().item():15.3f}")
     assert loss_zero == (eps ** 2).mean().item()  # exactly, for every seed
-glue("random_loss_min", min(random_losses))
-glue("random_loss_max", max(random_losses))
-glue("random_sd_min", min(random_sds))
-glue("random_sd_max", max(random_sds))
+glue("random_loss_min", min(random_losses), digits=2)
+glue("random_loss_max", max(random_losses), digits=2)
+glue("random_sd_min", min(random_sds), digits=2)
+glue("random_sd_max", max(random_sds), digits=2)
 
 # %% [markdown]
 # With a random last layer the untrained network's output has a standard deviation of
 # {glue:text}`random_sd_min:.2f` to {glue:text}`random_sd_max:.2f` (against 1 for
-# $\varepsilon$), and the starting loss ranges from {glue:text}`random_loss_min:.2f` to
-# {glue:text}`random_loss_max:.2f` over five seeds. It can even start below 1, because $x_t$
+# $\varepsilon$), and the starting loss ranges from {glue:text}`random_loss_min:.2g` to
+# {glue:text}`random_loss_max:.2g` over five seeds. It can even start below 1, because $x_t$
 # contains $\varepsilon$ and a random function of $x_t$ can correlate with it by chance; but
 # that is luck, not design, and the part of the random output that does not help must be
 # unlearnt. The zero start is the same for every seed.
@@ -607,17 +612,18 @@ def skeleton(cfg: UNetConfig) -> UNet:
     return model.eval()
 
 
-def input_gradient(model: UNet, stage: str, size: int) -> torch.Tensor:
-    """d (central pixel of the block's output, summed over channels) / d input: (H, W)."""
+def input_gradient(model: UNet, stage: str, size: int, batch: int = 1) -> torch.Tensor:
+    """d (central pixel of the block's output, summed over channels) / d input, for `batch`
+    random inputs at once (the images of a batch do not mix): (batch, H, W)."""
     kept = {}
     hook = dict(model.named_modules())[stage].register_forward_hook(
         lambda mod, inp, out: kept.update(out=out))
-    x = torch.randn(1, 1, size, size, generator=g, requires_grad=True)
-    model(x, torch.tensor([500]))
+    x = torch.randn(batch, 1, size, size, generator=g, requires_grad=True)
+    model(x, torch.full((batch,), 500))
     hook.remove()
-    feature = kept["out"]  # (1, C, h, w)
-    feature[0, :, feature.shape[2] // 2, feature.shape[3] // 2].sum().backward()
-    return x.grad[0, 0]
+    feature = kept["out"]  # (batch, C, h, w)
+    feature[:, :, feature.shape[2] // 2, feature.shape[3] // 2].sum().backward()
+    return x.grad[:, 0]
 
 
 def level_of(stage: str) -> int:
@@ -642,7 +648,7 @@ probe = ["conv_in", "down.0.0", "down.0.1", "downsample.0", "down.1.0", "down.1.
 grads = {}
 print(f"MNIST skeleton: {'block':13s}{'field':>6s}{'theory':>8s}{'measured':>10s} pixels")
 for stage in probe:
-    grads[stage] = input_gradient(mnist_skeleton, stage, mnist_cfg.image_size)
+    grads[stage] = input_gradient(mnist_skeleton, stage, mnist_cfg.image_size)[0]
     measured = int((grads[stage] != 0).sum())
     expected = theoretical_count(mnist_cfg, stage, rf_mnist[stage])
     print(f"{'':16s}{stage:13s}{rf_mnist[stage]:6d}{expected:8d}{measured:10d}")
@@ -659,7 +665,7 @@ for name in ("digits", "mnist"):
     cfg = presets[name]
     torch.manual_seed(book_seed(2))
     net = randomise_zero_init(UNet(cfg)).eval()
-    full[name] = input_gradient(net, "conv_out", cfg.image_size).abs()
+    full[name] = input_gradient(net, "conv_out", cfg.image_size)[0].abs()
     share = (full[name] > 0).float().mean().item()
     print(f"{name}: {int((full[name] > 0).sum())} of {cfg.image_size ** 2} input pixels "
           f"have a non-zero gradient ({share:.0%}); theory: all "
@@ -669,9 +675,14 @@ for name in ("digits", "mnist"):
 # %% [markdown]
 # Every input pixel matters. But not equally: the mean gradient magnitude on the rings at
 # distance $r$ from the predicted pixel (in the max-norm, so ring $r$ is the border of a
-# $(2r+1)\times(2r+1)$ square), relative to the mean over the whole image:
+# $(2r+1)\times(2r+1)$ square), relative to the mean over the whole image. One network and
+# one input give a noisy profile (ring 0 is a single pixel), so we average over 8 random
+# networks for digits and 4 for MNIST, each over 8 random inputs, and compare the ring next to
+# the predicted pixel with the outermost ring: one difference per network, their mean and its
+# standard error. (Float32 gradients: the printed digits are not compared when the
+# book is tested; the asserts are.)
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def ring_profile(grad: torch.Tensor, rings: int) -> list[float]:
     """Mean |gradient| on each ring around the centre, over the mean of the image."""
     n = grad.shape[0]
@@ -680,12 +691,30 @@ def ring_profile(grad: torch.Tensor, rings: int) -> list[float]:
     return [(grad[r == k].mean() / grad.mean()).item() for k in range(rings)]
 
 
-profiles = {"digits": ring_profile(full["digits"], 4),
-            "mnist": ring_profile(full["mnist"], 8)}
+nets, rings = {"digits": 8, "mnist": 4}, {"digits": 4, "mnist": 8}
+profiles, mean_grad = {}, {}
+for name in nets:
+    cfg = presets[name]
+    per_net, maps = [], []
+    for k in range(nets[name]):
+        torch.manual_seed(book_seed(10 + k))
+        net = randomise_zero_init(UNet(cfg)).eval()
+        grad = input_gradient(net, "conv_out", cfg.image_size, batch=8).abs().mean(0)
+        per_net.append(ring_profile(grad, rings[name]))
+        maps.append(grad / grad.mean())
+    profiles[name] = torch.tensor(per_net)  # (networks, rings)
+    mean_grad[name] = torch.stack(maps).mean(0)  # (H, W), for the figure
 for name, prof in profiles.items():
-    print(f"{name:7s}" + " ".join(f"r={k}: {v:5.2f}" for k, v in enumerate(prof)))
-# near the centre more than far out
-assert all(np.mean(p[:2]) > 1.5 * np.mean(p[-2:]) for p in profiles.values())
+    print(f"{name:7s}" + " ".join(f"r={k}: {v:5.2f}" for k, v in enumerate(prof.mean(0))))
+for name, prof in profiles.items():
+    drop = prof[:, 1] - prof[:, -1]  # ring 1 minus the outermost ring, per network
+    se = drop.std().item() / math.sqrt(len(drop))
+    print(f"{name}: ring 1 minus outermost ring {drop.mean().item():.2f} ± {se:.2f} "
+          f"({drop.mean().item() / se:.0f} standard errors)")
+    # near the centre more than far out: expected near 13 standard errors for digits and 12
+    # for MNIST (measured over 40 and 12 networks), so a t-test with 3 SEs misses it with
+    # probability below 1e-7
+    assert drop.mean().item() > 3 * se
 
 # %%
 fig, axes = plt.subplots(1, 5, figsize=(8, 2.1))
@@ -693,18 +722,18 @@ for ax, stage in zip(axes[:3], ["down.0.0", "downsample.0", "down.1.0"], strict=
     ax.imshow(grads[stage] != 0, cmap="Greys", vmin=0, vmax=1)
     ax.set_title(f"skeleton {stage}\n{int((grads[stage] != 0).sum())} pixels", fontsize=8)
 for ax, name in zip(axes[3:], ("digits", "mnist"), strict=True):
-    ax.imshow(full[name].numpy() / full[name].max().item(), cmap="magma", vmin=0, vmax=1)
-    ax.set_title(f"{name}, output\n|gradient| / max", fontsize=8)
+    ax.imshow(mean_grad[name].numpy() / mean_grad[name].max().item(), cmap="magma",
+              vmin=0, vmax=1)
+    ax.set_title(f"{name}, output\nmean |gradient| / max", fontsize=8)
 for ax in axes:
     ax.set_xticks([]), ax.set_yticks([])
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Left: the growing square of the skeleton on MNIST. Right: the real networks at the output.
-# The gradient is largest within a pixel or two of the one being predicted and fades with
-# distance:
-# convolutions do most of the local work, and the long-range terms (attention, the
+# Left: the growing square of the skeleton on MNIST. Right: the real networks at the output,
+# averaged over the random networks and inputs above. The gradient is largest within a pixel
+# or two of the one being predicted and fades with distance: convolutions do most of the local work, and the long-range terms (attention, the
 # normalisation statistics, the deep levels) add global context. For $8\times8$ digits the
 # convolutions alone cover the whole image by the first downsampling; even there the pixels
 # next to the predicted one count most.
@@ -746,22 +775,37 @@ uniform = torch.rand(64, 1, 8, 8, generator=g) * 2 - 1
 scores = {"model samples": evaluate_digit_samples(samples),
           "held-out digits": evaluate_digit_samples(test_digits),
           "uniform noise": evaluate_digit_samples(uniform)}
+
+
+def share_se(share: float, n: int) -> float:
+    """Binomial standard error of a share of n independent samples."""
+    return math.sqrt(share * (1 - share) / n)
+
+
 for name, s in scores.items():
     print(f"{name:16s} confident (>= 0.9): {s['confident_fraction']:5.1%}   "
           f"mean confidence {s['mean_confidence']:.3f}   "
           f"class shares {min(s['class_shares']):.2f}..{max(s['class_shares']):.2f}")
-ours = scores["model samples"]
-glue("conf_samples", 100 * ours["confident_fraction"])
-glue("conf_real", 100 * scores["held-out digits"]["confident_fraction"])
-glue("conf_noise", 100 * scores["uniform noise"]["confident_fraction"])
-glue("mean_conf_samples", ours["mean_confidence"])
-assert ours["confident_fraction"] >= 0.6
-assert scores["uniform noise"]["confident_fraction"] < 0.1
+ours, noise = scores["model samples"], scores["uniform noise"]
+conf_se = share_se(ours["confident_fraction"], len(samples))
+print(f"model samples: {ours['confident_fraction']:.0%} ± {conf_se:.0%} confident")
+glue("conf_samples", 100 * ours["confident_fraction"], digits=2)
+glue("conf_samples_se", 100 * conf_se, digits=1)
+glue("conf_real", 100 * scores["held-out digits"]["confident_fraction"], digits=2)
+glue("conf_noise", 100 * noise["confident_fraction"], digits=2)
+glue("mean_conf_samples", ours["mean_confidence"], digits=2)
+# Most samples are recognised: the model's rate is about 84% (measured over 512 samples),
+# and 64 samples fall to half with probability near 1e-10 (binomial).
+assert ours["confident_fraction"] > 0.5
+# ... and far more than noise (independent samples: the standard errors add in quadrature)
+diff_se = math.sqrt(conf_se**2 + share_se(noise["confident_fraction"], len(uniform)) ** 2)
+assert ours["confident_fraction"] - noise["confident_fraction"] > 5 * diff_se
 
 # %% [markdown]
-# {glue:text}`conf_samples:.0f`% of the samples get a confidence of at least 0.9 (mean
-# confidence {glue:text}`mean_conf_samples:.2f`), against {glue:text}`conf_real:.0f`% of
-# held-out real digits and {glue:text}`conf_noise:.0f`% of uniform noise.
+# {glue:text}`conf_samples:.0f`% (± {glue:text}`conf_samples_se:.0f`%, a standard error) of the
+# samples get a confidence of at least 0.9 (mean confidence
+# {glue:text}`mean_conf_samples:.2f`), against {glue:text}`conf_real:.0f`% of held-out real
+# digits and {glue:text}`conf_noise:.0f`% of uniform noise.
 #
 # ## Watching the model denoise
 #
