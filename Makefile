@@ -49,10 +49,12 @@ test-book: install
 # Another machine amounts to another seed: every chapter's cells run and asserts
 # checked (--nbval-lax: outputs not compared), once on other seeds with the oldest
 # vector instructions, once on other seeds with one torch thread.
+# PORTABLE_NB picks chapters (default: all of them).
+PORTABLE_NB ?= book/
 test-portable: install
 	BOOK_SEED=1 ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default \
-		$(PYTHON) -m pytest --nbval-lax book/ -p no:cacheprovider
-	BOOK_SEED=2 BOOK_THREADS=1 $(PYTHON) -m pytest --nbval-lax book/ -p no:cacheprovider
+		$(PYTHON) -m pytest --nbval-lax $(PORTABLE_NB) -p no:cacheprovider
+	BOOK_SEED=2 BOOK_THREADS=1 $(PYTHON) -m pytest --nbval-lax $(PORTABLE_NB) -p no:cacheprovider
 
 # As Colab installs it: the wheel in a fresh virtual environment, one chapter
 # run against it (not against this checkout). NB_INSTALLED=book/NN_slug.ipynb picks another.
