@@ -473,7 +473,7 @@ diff = bound - gmm.bits_per_dim(x0)  # paired: the same 30 digits
 diff_se = paired_se(diff)
 diff_cat = bound - table["per-pixel categorical"]
 share_small_t = (vb[:, 1:10].sum() / vb.sum()).item()  # the paper's t = 2..10
-glue("diff_gmm", diff.mean().item(), digits=2)
+glue("diff_gmm", diff.mean().item(), digits=3)
 glue("diff_gmm_se", diff_se, digits=1)
 glue("share_small_t", 100 * share_small_t, digits=2)
 print(f"diffusion bound minus mixture, per digit: {diff.mean().item():+.2f} "

@@ -557,7 +557,7 @@ for name, smp in (("uniform", UniformSampler(T)), ("importance", sampler)):
     mu4 = ((p / len(vb)) * (vb / p - total_vlb) ** 4).sum().item()
     var_se[name] = math.sqrt((mu4 - variance[name] ** 2) / n_draws)
     print(f"{name:>10}: Monte Carlo mean {mc[name][0]:.2f} (exact {total_vlb:.2f}), "
-          f"variance {mc[name][1]:.3g} (exact {variance[name]:.3g} ± {var_se[name]:.1g})")
+          f"variance {mc[name][1]:.3g} (exact {variance[name]:.3g} ± {var_se[name]:.2g})")
 
 # %%
 for name, (m, var) in mc.items():  # both within 5 standard errors of the exact sums

@@ -818,7 +818,8 @@ eps_hat = model(x_t.float(), t_batch).double().detach()
 dsm = (var * (-eps_hat / var.sqrt() - cond_score) ** 2).mean().item()
 l_simple = diffusion.training_losses(lambda x, t: model(x.float(), t).double(), x0, t_batch,
                                      noise=noise)["loss"].mean().item()
-print(f"weighted denoising score matching = {dsm:.6f}, L_simple from the library = {l_simple:.6f}")
+# a float32 network on sampled points: 4 decimals are stable across machines
+print(f"weighted denoising score matching = {dsm:.4f}, L_simple from the library = {l_simple:.4f}")
 assert (cond_score + noise / var.sqrt()).abs().max() < 1e-10
 assert abs(dsm - l_simple) < 1e-6
 
