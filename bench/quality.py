@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
@@ -37,7 +36,7 @@ import diffusion_core
 from diffusion_core import sample_ddim, sample_ddpm, sample_strided, snap_to_levels, viz
 from diffusion_core.baselines import CategoricalBaseline, GMMBaseline
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
-from diffusion_core.metrics import sample_yardsticks, train_digit_classifier
+from diffusion_core.metrics import sample_yardsticks, standard_error, train_digit_classifier
 from diffusion_core.pretrained import load_pretrained
 
 HERE = Path(__file__).resolve().parent
@@ -90,7 +89,7 @@ def bits_per_dim(n: int) -> dict:
             out["models"][f"{name}, {label}"] = {
                 "loss_type": config.loss_type, "model_var": config.model_var, "snapped": label == "snapped",
                 "per_image": total.tolist(), "mean": total.mean().item(),
-                "se": total.std().item() / math.sqrt(len(total)),
+                "se": standard_error(total),
                 "small_t": r["vb"][:, :10].sum(dim=1).mean().item(),  # the paper's t = 1..10
                 "seconds": seconds}
             print(f"{name}, {label}: {total.mean().item():.3f} bits/dim ({seconds:.0f} s)", flush=True)
@@ -99,7 +98,7 @@ def bits_per_dim(n: int) -> dict:
                            ("Gaussian mixture", GMMBaseline.fit(x_train))):
         bpd = baseline.bits_per_dim(x0)
         out["models"][name] = {"per_image": bpd.tolist(), "mean": bpd.mean().item(),
-                               "se": bpd.std().item() / math.sqrt(len(bpd))}
+                               "se": standard_error(bpd)}
         if isinstance(baseline, GMMBaseline):
             out["models"][name]["components"] = baseline.num_components
     return out

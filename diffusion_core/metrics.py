@@ -313,6 +313,26 @@ def sample_yardsticks(x: torch.Tensor, reference: torch.Tensor,
 # Standard errors
 
 
+def standard_error(x: torch.Tensor) -> float:
+    """Standard error of the mean of x (N,): the sample standard deviation (N - 1 in its
+    denominator) over sqrt(N), in float64. For a paired comparison, pass the per-item
+    differences (same items, same noise): their spread leaves out what both arms share.
+    """
+    x = check_float(x, "x")
+    if x.dim() != 1 or x.shape[0] < 2:
+        raise ValueError(f"x must have shape (N,) with N >= 2, got {tuple(x.shape)}")
+    return x.double().std().item() / math.sqrt(x.shape[0])
+
+
+def share_standard_error(share: float, n: int) -> float:
+    """Binomial standard error sqrt(p (1 - p) / n) of a share p measured on n independent items."""
+    if not 0.0 <= float(share) <= 1.0:
+        raise ValueError(f"share must lie in [0, 1], got {share!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    return math.sqrt(share * (1 - share) / n)
+
+
 def paired_bootstrap(statistic: Callable[..., float], *xs: torch.Tensor, n_boot: int = 200,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Bootstrap replicates (n_boot,) of `statistic(*xs)`: each one evaluates it on rows

@@ -231,3 +231,26 @@ def test_paired_bootstrap_standard_errors():
         paired_bootstrap(lambda x, y: 0.0, a, b[:10])
     with pytest.raises(ValueError, match="n_boot must be an integer >= 2"):
         paired_bootstrap(mean, a, n_boot=1)
+
+
+def test_standard_errors_match_the_spread_of_repeated_measurements(generator):
+    """Over M independent repeats, the variance of the means (shares) is what the squared
+    standard error of one repeat predicts; the ratio's own SE comes from the chi-square law."""
+    from diffusion_core.metrics import share_standard_error, standard_error
+    gen = generator()
+    M, N, sigma = 4000, 50, 3.0
+    x = sigma * torch.randn(M, N, generator=gen, dtype=torch.float64)
+    predicted = sum(standard_error(row) ** 2 for row in x) / M  # E[s^2 / N] = sigma^2 / N
+    ratio = predicted / x.mean(1).var().item()
+    assert abs(ratio - 1) < 5 * math.sqrt(2 / (M - 1) + 2 / (M * (N - 1)))
+    assert math.isclose(standard_error(x[0]), x[0].numpy().std(ddof=1) / math.sqrt(N), rel_tol=1e-12)
+    p, n = 0.3, 200
+    shares = torch.bernoulli(torch.full((M, n), p, dtype=torch.float64), generator=gen).mean(1)
+    ratio = share_standard_error(p, n) ** 2 / shares.var().item()
+    assert abs(ratio - 1) < 5 * math.sqrt(2 / (M - 1))
+    with pytest.raises(ValueError, match="x must have shape \\(N,\\) with N >= 2"):
+        standard_error(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="share must lie in \\[0, 1\\]"):
+        share_standard_error(1.5, 10)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        share_standard_error(0.5, 0)

@@ -43,6 +43,7 @@ from scipy import stats
 
 from diffusion_core import GaussianDiffusion, make_schedule, normal_kl
 from diffusion_core.data import DIGITS_LEVELS, load_digits
+from diffusion_core.metrics import standard_error as se
 from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 
@@ -294,7 +295,7 @@ with torch.no_grad():
     result = diffusion.calc_bpd_loop(model, x0, generator=generator(0))
 vb = result["vb"]  # (B, T): index 0 is L_0, index t >= 1 is L_{t}
 total = result["total_bpd"].mean().item()
-total_se = result["total_bpd"].std().item() / math.sqrt(len(x0))  # over the 50 digits
+total_se = se(result["total_bpd"])  # over the 50 digits
 parts = {"L_T": result["prior_bpd"].mean().item(), "L_0": vb[:, 0].mean().item(),
          "sum of L_{t-1}, t = 2..T": vb[:, 1:].sum(1).mean().item()}
 for name, value in parts.items():
@@ -367,11 +368,6 @@ def exact_denoiser(d: GaussianDiffusion):
         x0_mean = (torch.softmax(logits, dim=1) * levels).sum(1, keepdim=True)
         return (x - a * x0_mean) / b
     return eps_hat
-
-
-def se(x: torch.Tensor) -> float:
-    """Standard error of the mean of x (n,)."""
-    return x.std().item() / math.sqrt(len(x))
 
 
 n_toy = 3000

@@ -52,6 +52,7 @@ from diffusion_core import (GaussianDiffusion, make_schedule, normal_kl, sample_
                             sampling, viz)
 from diffusion_core.baselines import digit_classifier, evaluate_digit_samples
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
+from diffusion_core.metrics import share_standard_error, standard_error as se
 from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 
@@ -545,11 +546,6 @@ for loss_name, s in seconds.items():
     print(f"calc_bpd_loop, {loss_name}: {s:.1f} s for {n_bpd} digits x 1000 steps")
 
 # %%
-def se(x: torch.Tensor) -> float:
-    """Standard error of the mean of x: (N,)."""
-    return x.double().std().item() / math.sqrt(len(x))
-
-
 total = {name: b["total_bpd"] for name, b in bounds.items()}
 paired = total["L_simple"] - total["L_vlb"]
 # Sampled numbers (t and noise draws, 20 digits): printed to 2 decimals with their standard error.
@@ -594,7 +590,7 @@ print(f"L_0: {vb['L_simple'][0]:.1e} and {vb['L_vlb'][0]:.1e} bits/dim")
 per_t = (bounds["L_simple"]["vb"] - bounds["L_vlb"]["vb"]).double()  # (n_bpd, T)
 gain_50, back = per_t[:, :50].sum(1), -per_t[:, 50:].sum(1)  # (n_bpd,) each
 vlb_lower = np.mean(vb["L_vlb"][50:] < vb["L_simple"][50:])  # share of the t = 51..T
-vlb_lower_se = math.sqrt(vlb_lower * (1 - vlb_lower) / (1000 - 50))
+vlb_lower_se = share_standard_error(vlb_lower, 1000 - 50)
 print(f"L_vlb model's gain from t <= 50: {gain_50.mean():.2f} ± {se(gain_50):.2f} bits/dim, "
       f"given back at t > 50: {back.mean():.3f} ± {se(back):.3f}")
 print(f"the L_vlb model's terms are lower at {vlb_lower:.0%} of the t = 51..T")

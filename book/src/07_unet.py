@@ -56,6 +56,7 @@ from diffusion_core.baselines import evaluate_digit_samples
 from diffusion_core.data import load_digits
 from diffusion_core.models import UNet, UNetConfig, count_parameters, timestep_embedding
 from diffusion_core.models.unet import AttentionBlock, ResBlock
+from diffusion_core.metrics import share_standard_error as share_se, standard_error
 from diffusion_core.notebook import book_seed, generator, glue, setup
 from diffusion_core.pretrained import REGISTRY, load_pretrained
 
@@ -708,7 +709,7 @@ for name, prof in profiles.items():
     print(f"{name:7s}" + " ".join(f"r={k}: {v:5.2f}" for k, v in enumerate(prof.mean(0))))
 for name, prof in profiles.items():
     drop = prof[:, 1] - prof[:, -1]  # ring 1 minus the outermost ring, per network
-    se = drop.std().item() / math.sqrt(len(drop))
+    se = standard_error(drop)
     print(f"{name}: ring 1 minus outermost ring {drop.mean().item():.2f} ± {se:.2f} "
           f"({drop.mean().item() / se:.0f} standard errors)")
     # near the centre more than far out: expected near 13 standard errors for digits and 12
@@ -775,11 +776,6 @@ uniform = torch.rand(64, 1, 8, 8, generator=g) * 2 - 1
 scores = {"model samples": evaluate_digit_samples(samples),
           "held-out digits": evaluate_digit_samples(test_digits),
           "uniform noise": evaluate_digit_samples(uniform)}
-
-
-def share_se(share: float, n: int) -> float:
-    """Binomial standard error of a share of n independent samples."""
-    return math.sqrt(share * (1 - share) / n)
 
 
 for name, s in scores.items():

@@ -52,6 +52,7 @@ from scipy import stats
 from diffusion_core import discretized_gaussian_log_likelihood, sample_strided, snap_to_levels, viz
 from diffusion_core.baselines import CategoricalBaseline, GMMBaseline
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
+from diffusion_core.metrics import standard_error
 from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 
@@ -381,7 +382,7 @@ terms = {"L_T (prior)": result["prior_bpd"], "sum of L_{t-1}, t=2..T": vb[:, 1:]
 for name, value in terms.items():
     print(f"{name:>24}: {value.mean().item():.{4 if value.mean() < 1e-4 else 2}f} bits/dim")
 bound = result["total_bpd"]
-se = bound.std().item() / math.sqrt(len(bound))
+se = standard_error(bound)
 glue("bound_bpd", bound.mean().item(), digits=3)
 glue("bound_se", se, digits=1)
 print(f"{'standard error':>24}: {se:.2f}")
@@ -422,7 +423,7 @@ table["diffusion bound (digits_simple)"] = bound
 
 
 def mean_se(x: torch.Tensor) -> str:
-    return f"{x.mean().item():.2f} ± {x.std().item() / math.sqrt(len(x)):.2f}"
+    return f"{x.mean().item():.2f} ± {standard_error(x):.2f}"
 
 
 glue("categorical_bpd", table["per-pixel categorical"].mean().item())
@@ -452,7 +453,7 @@ assert np.allclose(by_count, categorical.bits_per_dim(x0).numpy(), rtol=1e-12)
 # %%
 names = list(table)
 means_bpd = [table[n].mean().item() for n in names]
-errors = [table[n].std().item() / math.sqrt(len(x0)) for n in names]
+errors = [standard_error(table[n]) for n in names]
 fig, ax = plt.subplots(figsize=(7, 2.6))
 ax.barh(names, means_bpd, xerr=errors, color=["0.7", "C0", "C1", "C2"])
 for i, v in enumerate(means_bpd):
@@ -464,13 +465,8 @@ plt.tight_layout()
 plt.show()
 
 # %%
-def paired_se(x: torch.Tensor) -> float:
-    """Standard error of the mean of per-digit differences x: (N,)."""
-    return x.std().item() / math.sqrt(len(x))
-
-
 diff = bound - gmm.bits_per_dim(x0)  # paired: the same 30 digits
-diff_se = paired_se(diff)
+diff_se = standard_error(diff)
 diff_cat = bound - table["per-pixel categorical"]
 share_small_t = (vb[:, 1:10].sum() / vb.sum()).item()  # the paper's t = 2..10
 glue("diff_gmm", diff.mean().item(), digits=3)
@@ -478,10 +474,10 @@ glue("diff_gmm_se", diff_se, digits=1)
 glue("share_small_t", 100 * share_small_t, digits=2)
 print(f"diffusion bound minus mixture, per digit: {diff.mean().item():+.2f} "
       f"± {diff_se:.2f} bits/dim; minus categorical: {diff_cat.mean().item():+.2f} "
-      f"± {paired_se(diff_cat):.2f}")
+      f"± {standard_error(diff_cat):.2f}")
 print(f"share of the bound in t = 2..10 (1% of the steps): {share_small_t:.0%}")
 assert diff.mean() > 3 * diff_se  # worse than both baselines, paired over the same digits
-assert diff_cat.mean() > 3 * paired_se(diff_cat)
+assert diff_cat.mean() > 3 * standard_error(diff_cat)
 
 # %% [markdown]
 # What does the comparison show? Not what one might hope: the diffusion model's bound,
@@ -539,7 +535,7 @@ glue("weight_t2", weight_t2)
 # The mean error, with its standard error over the 30 digits, is below the noise; and an upper
 # confidence bound for the 99th percentile (the order statistic 3 binomial SDs above rank
 # 0.99 n, distribution-free) is below half a bin: rounding recovers x0.
-err_se = err_bins.flatten(1).mean(1).std().item() / math.sqrt(len(x0))
+err_se = standard_error(err_bins.flatten(1).mean(1))
 n_px = err_bins.numel()
 rank99 = math.ceil(0.99 * n_px + 3 * math.sqrt(n_px * 0.99 * 0.01))
 q99_upper = err_bins.flatten().sort().values[rank99].item()
@@ -575,7 +571,7 @@ bound_snap = result_snap["total_bpd"]
 table["diffusion bound, snapped to the levels"] = bound_snap
 gmm_name = f"Gaussian mixture (K={gmm.num_components})"
 diff_snap = bound_snap - table[gmm_name]  # paired over the same 30 digits
-diff_snap_se = diff_snap.std().item() / math.sqrt(len(diff_snap))
+diff_snap_se = standard_error(diff_snap)
 print(f"rounding acts on the first {n_snapped} of {diffusion.T} steps")
 for name in ("per-pixel categorical", gmm_name, "diffusion bound (digits_simple)",
              "diffusion bound, snapped to the levels"):
@@ -583,17 +579,17 @@ for name in ("per-pixel categorical", gmm_name, "diffusion bound (digits_simple)
 diff_snap_cat = bound_snap - table["per-pixel categorical"]  # paired too
 print(f"snapped bound minus mixture, per digit: {diff_snap.mean().item():+.2f} "
       f"± {diff_snap_se:.2f} bits/dim; minus categorical: {diff_snap_cat.mean().item():+.2f} "
-      f"± {paired_se(diff_snap_cat):.2f}")
+      f"± {standard_error(diff_snap_cat):.2f}")
 glue("n_snapped", n_snapped)
 glue("bound_snap_bpd", bound_snap.mean().item(), digits=3)
-glue("bound_snap_se", bound_snap.std().item() / math.sqrt(len(bound_snap)), digits=1)
+glue("bound_snap_se", standard_error(bound_snap), digits=1)
 glue("diff_snap_gmm", -diff_snap.mean().item(), digits=2)
 glue("diff_snap_gmm_se", diff_snap_se, digits=1)
 
 # %%
 assert torch.equal(result_snap["vb"][:, n_snapped:], vb[:, n_snapped:])  # untouched elsewhere
 assert diff_snap.mean() < -3 * diff_snap_se  # better than the mixture, paired
-assert diff_snap_cat.mean() < -3 * paired_se(diff_snap_cat)  # and than the categorical
+assert diff_snap_cat.mean() < -3 * standard_error(diff_snap_cat)  # and than the categorical
 assert bound_snap.mean() > 0 and bool((result_snap["vb"] >= 0).all())
 
 # %%

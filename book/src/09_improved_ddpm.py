@@ -46,6 +46,7 @@ from torch import nn
 
 from diffusion_core import GaussianDiffusion, make_schedule, sample_strided, viz
 from diffusion_core.data import DIGITS_LEVELS, load_digits
+from diffusion_core.metrics import standard_error as se
 from diffusion_core.notebook import generator, glue, setup
 from diffusion_core.pretrained import load_pretrained
 from diffusion_core.training import ImportanceSampler, UniformSampler
@@ -328,11 +329,6 @@ i100 = int(torch.nonzero(t_grid == 99))  # the paper's t = 100
 v_img = ((v_out + 1) / 2).view(len(t_grid), len(x_few), -1).mean(2)  # (n_t, 16): per image
 v_first, v_100 = v_img[0], v_img[i100]  # (16,) each: t = 2 and t = 100, the same 16 digits
 v_drop = v_first - v_100
-
-
-def se(x: torch.Tensor) -> float:
-    """Standard error of the mean of x: (N,)."""
-    return x.double().std().item() / math.sqrt(len(x))
 
 
 glue("v_first", v_first.mean().item(), digits=2)

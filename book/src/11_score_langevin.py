@@ -46,6 +46,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from diffusion_core import GaussianDiffusion, make_schedule, sample_strided, space_timesteps, viz
 from diffusion_core.data import toy_2d
+from diffusion_core.metrics import share_standard_error as share_se
 from diffusion_core.notebook import book_seed, glue, setup
 from diffusion_core.pretrained import load_pretrained
 
@@ -230,7 +231,7 @@ wrong_mean = x.mean(0)
 # The mean is dragged by a few chains that are already far out (a heavy tail, so its standard
 # error is no yardstick); the share of chains that moved down is robust: a binomial share.
 down = ((x - x_start).sum(1) < 0).double().mean().item()
-down_se = math.sqrt(down * (1 - down) / len(x))
+down_se = share_se(down, len(x))
 print(f"target mean    = ({true_mean[0]:8.2f}, {true_mean[1]:8.2f})")
 print(f"chains that moved down (x_1 + x_2 fell): {down:.0%}")
 glue("wrong_mean_0", wrong_mean[0].item(), digits=2)
@@ -713,11 +714,6 @@ glue("on_ddpm", on_ddpm, digits=2)
 glue("off_ald_one_in", 1 / (1 - on_ald), digits=1)
 
 # %%
-def share_se(share: float, n: int) -> float:
-    """Standard error of a share measured on n independent samples."""
-    return math.sqrt(share * (1 - share) / n)
-
-
 se_on_ald, se_on_ddpm = share_se(on_ald, len(x_ald)), share_se(on_ddpm, len(x_ddpm))
 se_upper = share_se(upper_ald, round(on_ald * len(x_ald)))
 z_on = (on_ddpm - on_ald) / math.hypot(se_on_ald, se_on_ddpm)  # independent samples
