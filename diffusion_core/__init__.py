@@ -4,12 +4,14 @@ The math lives in `schedules`, `distributions`, `diffusion` and `sampling`;
 networks in `models`; data, training and evaluation in their own modules.
 """
 
+from ._version import __version__
 from .diffusion import GaussianDiffusion, mean_flat, snap_to_levels
 from .distributions import discretized_gaussian_log_likelihood, normal_kl
 from .sampling import Trajectory, sample_ddim, sample_ddpm, sample_strided
 from .schedules import Schedule, make_schedule, respace, schedule_from_betas, space_timesteps
 
 __all__ = [
+    "__version__",
     "GaussianDiffusion",
     "Schedule",
     "Trajectory",
@@ -25,4 +27,3 @@ __all__ = [
     "snap_to_levels",
     "space_timesteps",
 ]
-__version__ = "0.1.0"

@@ -33,8 +33,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ._version import __version__
 from .diffusion import GaussianDiffusion
-from .training import TrainConfig, build_diffusion, build_model, model_config, rng_state, set_rng_state
+from .recipe import TrainConfig, build_diffusion, build_model, model_config
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.json"
@@ -96,8 +97,6 @@ def save_checkpoint(path: str | Path, config: TrainConfig, step: int, ema: nn.Mo
                     ) -> Path:
     """Write a checkpoint directory atomically; `model` and `optim_state` are optional
     (a shipped checkpoint stores the EMA weights only). Returns the path."""
-    from . import __version__
-
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     prev = path.with_name(path.name + ".prev")
@@ -133,21 +132,6 @@ def save_checkpoint(path: str | Path, config: TrainConfig, step: int, ema: nn.Mo
     _fsync(path.parent)
     shutil.rmtree(prev, ignore_errors=True)
     return path
-
-
-def save_training_state(path: Path, config: TrainConfig, step: int, history: list[float],
-                        model: nn.Module, ema, optimizer, scheduler, sampler,
-                        data_generator: torch.Generator) -> Path:
-    """Everything `train` needs to continue exactly where it stopped."""
-    optim_state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "ema_n_averaged": ema.n_averaged.detach().cpu(),
-        "rng": rng_state(data_generator),
-        "sampler": sampler.state_dict(),
-        "history": torch.tensor(history, dtype=torch.float64),
-    }
-    return save_checkpoint(path, config, step, ema.module, model, optim_state)
 
 
 # -----------------------------------------------------------------------------
@@ -240,24 +224,20 @@ def load_model(path: str | Path, expected: TrainConfig | None = None, device: st
     return model.to(device).eval(), build_diffusion(ckpt.config), ckpt.config
 
 
-def load_training_state(path: Path, config: TrainConfig, model: nn.Module, ema, optimizer,
-                        scheduler, sampler, data_generator: torch.Generator
-                        ) -> tuple[int, list[float]]:
-    """Restore a run in place from its checkpoint; returns (step, loss history)."""
-    ckpt = read_checkpoint(path, config)
-    for name in (MODEL_FILE, OPTIM_FILE):
-        if name not in ckpt.state["sha256"]:
-            raise CheckpointError(f"{ckpt.path} holds no {name}, so training cannot resume from "
-                                  "it (a shipped checkpoint keeps the EMA weights only)")
-    _load_weights(model, ckpt.path / MODEL_FILE)
-    _load_weights(ema.module, ckpt.path / EMA_FILE)
+def load_weights(module: nn.Module, ckpt: Checkpoint, name: str = EMA_FILE) -> None:
+    """Load `name` (EMA_FILE or MODEL_FILE) of a verified checkpoint into `module`."""
+    if name not in ckpt.state["sha256"]:
+        raise CheckpointError(f"{ckpt.path} holds no {name}, so training cannot resume from it "
+                              "(a shipped checkpoint keeps the EMA weights only)")
+    _load_weights(module, ckpt.path / name)
+
+
+def load_optim_state(ckpt: Checkpoint) -> dict[str, Any]:
+    """The optimizer, schedule, RNG and history state a training run saved with its weights."""
+    if OPTIM_FILE not in ckpt.state["sha256"]:
+        raise CheckpointError(f"{ckpt.path} holds no {OPTIM_FILE}, so training cannot resume from "
+                              "it (a shipped checkpoint keeps the EMA weights only)")
     try:
-        state = torch.load(ckpt.path / OPTIM_FILE, weights_only=True)
+        return torch.load(ckpt.path / OPTIM_FILE, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot load {ckpt.path / OPTIM_FILE}: {e}") from None
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    ema.n_averaged.copy_(state["ema_n_averaged"])
-    sampler.load_state_dict(state["sampler"])
-    set_rng_state(state["rng"], data_generator)
-    return ckpt.step, state["history"].tolist()

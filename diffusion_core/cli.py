@@ -20,7 +20,8 @@ from .baselines import CategoricalBaseline, GMMBaseline
 from .checkpoints import CheckpointError, find_checkpoint, load_model
 from .diffusion import GaussianDiffusion, snap_to_levels
 from .sampling import sample_ddim, sample_ddpm, sample_strided
-from .training import TrainConfig, load_dataset, read_config, resolve_device, sample_shape, train
+from .recipe import TrainConfig, load_dataset, resolve_device, sample_shape
+from .training import read_config, train
 
 SAMPLERS = ("ddpm", "strided", "ddim")
 

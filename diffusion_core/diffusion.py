@@ -8,10 +8,16 @@ the paper's L_0 (the decoder) is at index 0 and L_T (the prior) follows index T-
 `model(x_t, t)` is any callable taking a batch (B, C, ...) and integer
 timesteps (B,) and returning ε̂ with C channels, or ε̂ and a variance
 interpolation value v with 2C channels (`model_var="learned_range"`).
+
+Public methods check their inputs once and call unchecked internals (`_q_sample`,
+`_vb_terms`, ...), which a training step uses directly: they never read a tensor
+back to the host, and they take the schedule's tables from a per-device cache, so
+a step on a GPU never waits on the CPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -19,18 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ._checks import check_batched, check_float, check_in_unit_range, check_same_shape, check_timesteps
-from .distributions import discretized_gaussian_log_likelihood, normal_kl
+from .distributions import _discretized_gaussian_log_likelihood, _normal_kl
 from .schedules import Schedule, respace, space_timesteps
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODEL_VARS = ("fixed_small", "fixed_large", "learned_range")
 LOSS_TYPES = ("simple", "vlb", "hybrid")
-
-
-def extract(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """table[t] shaped (B, 1, ..., 1) to broadcast against `like` (B, ...), in like's dtype."""
-    out = table.to(like.device)[t].to(like.dtype)
-    return out.reshape(t.shape[0], *([1] * (like.dim() - 1)))
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -66,6 +66,25 @@ class GaussianDiffusion:
         if self.timestep_map.shape != (schedule.T,):
             raise ValueError(f"timestep_map must have shape (T,) = ({schedule.T},), "
                              f"got {tuple(self.timestep_map.shape)}")
+        # float64 on the CPU like the schedule's, and the model timesteps (long)
+        self.tables = {**_derived_tables(schedule), "timestep_map": self.timestep_map}
+        self._cache: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _table(self, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """tables[name] on `device` in `dtype`, copied there once and then kept.
+
+        Casting the float64 table before indexing it gives the same values as
+        indexing first, so the cache changes no result, only where the copy happens.
+        """
+        key = (name, device, dtype)
+        if key not in self._cache:
+            self._cache[key] = self.tables[name].to(device=device, dtype=dtype)
+        return self._cache[key]
+
+    def _at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """tables[name][t] shaped (B, 1, ..., 1) to broadcast against `like` (B, ...)."""
+        out = self._table(name, like.device, like.dtype)[t]
+        return out.reshape(t.shape[0], *([1] * (like.dim() - 1)))
 
     @property
     def T(self) -> int:
@@ -92,16 +111,31 @@ class GaussianDiffusion:
         check_batched(x, name)
         return check_timesteps(t, self.T, batch=x.shape[0])
 
+    def _check_output(self, eps: torch.Tensor, v: torch.Tensor | None, like: torch.Tensor) -> None:
+        check_float(eps, "eps")
+        check_same_shape(eps, like, "eps", "x_t")
+        if self.learns_variance:
+            if v is None:
+                raise ValueError("v is required with model_var='learned_range' "
+                                 "(the network's variance output, shaped like x_t)")
+            check_float(v, "v")
+            check_same_shape(v, like, "v", "x_t")
+        elif v is not None:
+            raise ValueError(f"v must be None with model_var={self.model_var!r} "
+                             "(only 'learned_range' has a variance output)")
+
     # ---- the forward process q ----------------------------------------------------------
 
     def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q(x_t | x_0) = N(√ᾱ_t x_0, (1 - ᾱ_t) I) (eq. 4): (mean, variance, log variance)."""
         t = self._check_x_t(x0, t)
-        s = self.schedule
-        mean = extract(s.sqrt_alphas_cumprod, t, x0) * x0
-        variance = extract(1.0 - s.alphas_cumprod, t, x0).expand_as(x0)
-        log_variance = extract(torch.log1p(-s.alphas_cumprod), t, x0).expand_as(x0)
+        return self._q_mean_variance(x0, t)
+
+    def _q_mean_variance(self, x0, t):
+        mean = self._at("sqrt_alphas_cumprod", t, x0) * x0
+        variance = self._at("one_minus_alphas_cumprod", t, x0).expand_as(x0)
+        log_variance = self._at("log_one_minus_alphas_cumprod", t, x0).expand_as(x0)
         return mean, variance, log_variance
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
@@ -112,8 +146,11 @@ class GaussianDiffusion:
             noise = torch.randn_like(x0)
         check_float(noise, "noise")
         check_same_shape(noise, x0, "noise", "x0")
-        s = self.schedule
-        return extract(s.sqrt_alphas_cumprod, t, x0) * x0 + extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        return self._q_sample(x0, t, noise)
+
+    def _q_sample(self, x0, t, noise):
+        return self._at("sqrt_alphas_cumprod", t, x0) * x0 + \
+            self._at("sqrt_one_minus_alphas_cumprod", t, x0) * noise
 
     def q_posterior_mean_variance(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,36 +161,33 @@ class GaussianDiffusion:
         return self._posterior(x0, x_t, t)
 
     def _posterior(self, x0, x_t, t):
-        s = self.schedule
-        mean = extract(s.posterior_mean_coef1, t, x_t) * x0 + extract(s.posterior_mean_coef2, t, x_t) * x_t
-        variance = extract(s.posterior_variance, t, x_t).expand_as(x_t)
-        log_variance = extract(s.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
+        mean = self._at("posterior_mean_coef1", t, x_t) * x0 + self._at("posterior_mean_coef2", t, x_t) * x_t
+        variance = self._at("posterior_variance", t, x_t).expand_as(x_t)
+        log_variance = self._at("posterior_log_variance_clipped", t, x_t).expand_as(x_t)
         return mean, variance, log_variance
 
     # ---- conversions between ε, x_0 and the posterior mean -------------------------------
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Invert eq. 4: x_0 = (x_t - √(1 - ᾱ_t) ε) / √ᾱ_t."""
-        s = self.schedule
-        return (x_t - extract(s.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(s.sqrt_alphas_cumprod, t, x_t)
+        return (x_t - self._at("sqrt_one_minus_alphas_cumprod", t, x_t) * eps) / \
+            self._at("sqrt_alphas_cumprod", t, x_t)
 
     def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """Solve eq. 4 for the noise: ε = (x_t - √ᾱ_t x_0) / √(1 - ᾱ_t)."""
-        s = self.schedule
-        return (x_t - extract(s.sqrt_alphas_cumprod, t, x_t) * x0) / extract(s.sqrt_one_minus_alphas_cumprod, t, x_t)
+        return (x_t - self._at("sqrt_alphas_cumprod", t, x_t) * x0) / \
+            self._at("sqrt_one_minus_alphas_cumprod", t, x_t)
 
     def mean_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Eq. 11: μ_θ = 1/√α_t · (x_t - β_t/√(1 - ᾱ_t) · ε̂); equals μ̃_t(x̂_0(ε̂), x_t)."""
-        s = self.schedule
-        coef = extract(s.betas / s.sqrt_one_minus_alphas_cumprod, t, x_t)
-        return (x_t - coef * eps) / extract(s.alphas.sqrt(), t, x_t)
+        return (x_t - self._at("eps_coef", t, x_t) * eps) / self._at("sqrt_alphas", t, x_t)
 
     # ---- the reverse process p_θ ----------------------------------------------------------
 
     def model_output(self, model: Model, x_t: torch.Tensor, t: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Call the model with its own timesteps; split ε̂ and v: ((B, C, ...), (B, C, ...) or None)."""
-        out = model(x_t, self.timestep_map.to(t.device)[t])
+        out = model(x_t, self._table("timestep_map", t.device, torch.long)[t])
         C = x_t.shape[1]
         want = 2 * C if self.learns_variance else C
         if not isinstance(out, torch.Tensor) or out.shape != (x_t.shape[0], want, *x_t.shape[2:]):
@@ -168,16 +202,13 @@ class GaussianDiffusion:
 
     def reverse_log_variance(self, v: torch.Tensor | None, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """log σ_t² of p_θ(x_{t-1} | x_t), shaped like `like`."""
-        s = self.schedule
         if self.model_var == "fixed_small":
-            return extract(s.posterior_log_variance_clipped, t, like).expand_as(like)
-        log_large = torch.log(torch.cat([s.posterior_variance[1:2], s.betas[1:]])) if self.T > 1 \
-            else torch.log(s.betas)
+            return self._at("posterior_log_variance_clipped", t, like).expand_as(like)
         if self.model_var == "fixed_large":
-            return extract(log_large, t, like).expand_as(like)
+            return self._at("log_fixed_large", t, like).expand_as(like)
         frac = (v + 1.0) / 2.0  # iDDPM eq. 15, v from the network mapped to [0, 1]
-        return frac * extract(torch.log(s.betas), t, like) + \
-            (1.0 - frac) * extract(s.posterior_log_variance_clipped, t, like)
+        return frac * self._at("log_betas", t, like) + \
+            (1.0 - frac) * self._at("posterior_log_variance_clipped", t, like)
 
     def p_mean_variance(self, model: Model, x_t: torch.Tensor, t: torch.Tensor,
                         clip_denoised: bool = True) -> dict[str, torch.Tensor]:
@@ -192,6 +223,10 @@ class GaussianDiffusion:
 
     def _p_mean_variance(self, model, x_t, t, clip_denoised):
         eps, v = self.model_output(model, x_t, t)
+        return self._p_from_output(x_t, t, eps, v, clip_denoised)
+
+    def _p_from_output(self, x_t, t, eps, v, clip_denoised):
+        """p_θ(x_{t-1} | x_t) from the network's output ε̂ (and v), no network call."""
         log_variance = self.reverse_log_variance(v, t, x_t)
         pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
         if clip_denoised:
@@ -207,34 +242,45 @@ class GaussianDiffusion:
 
         It has no parameters: with a fixed schedule it is a constant of the data.
         """
+        check_float(x0, "x0")
+        check_batched(x0, "x0")
+        return self._prior_bpd(x0)
+
+    def _prior_bpd(self, x0):
         t = torch.full((x0.shape[0],), self.T - 1, dtype=torch.long, device=x0.device)
-        mean, _, log_variance = self.q_mean_variance(x0, t)
-        kl = normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(mean))
+        mean, _, log_variance = self._q_mean_variance(x0, t)
+        kl = _normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(mean))
         return mean_flat(kl) / math.log(2.0)
 
-    def vb_terms_bpd(self, model: Model, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                     clip_denoised: bool = True, detach_mean: bool = False) -> dict[str, torch.Tensor]:
-        """One term of the bound per example, in bits/dim: (B,).
+    def vb_terms_bpd(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                     v: torch.Tensor | None = None, clip_denoised: bool = True
+                     ) -> dict[str, torch.Tensor]:
+        """One term of the bound per example, in bits/dim, from the network's output at (x_t, t).
 
-        t > 0: L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_θ(x_{t-1} | x_t))  (eq. 5)
-        t = 0: L_0 = -log p_θ(x_0 | x_1), the discrete decoder             (eq. 13)
-        `detach_mean` stops the gradient through μ_θ (iDDPM's hybrid loss trains
-        only the variance with this term).
+        Index t is the paper's t+1 (see the module docstring), so:
+        t > 0: KL(q(x_t' | x_t, x_0) || p_θ(x_t' | x_t)), x_t' the step before x_t  (eq. 5)
+        t = 0: -log p_θ(x_0 | x_1), the discrete decoder                              (eq. 13)
+        eps (B, C, ...) is ε̂ and v the variance output (learned_range only), as
+        `model_output` returns them: one network call serves the loss and the bound.
+        Returns {"output": (B,) bits/dim, "pred_x0": x̂_0 shaped like x_t}.
         """
         t = self._check_x_t(x0, t)
         check_float(x_t, "x_t")
         check_same_shape(x_t, x0, "x_t", "x0")
+        self._check_output(eps, v, x_t)
+        if bool((t == 0).any()):
+            check_in_unit_range(x0[t == 0], "x0")
+        return self._vb_terms(x0, x_t, t, eps, v, clip_denoised)
+
+    def _vb_terms(self, x0, x_t, t, eps, v, clip_denoised):
         true_mean, _, true_log_variance = self._posterior(x0, x_t, t)
-        out = self._p_mean_variance(_Detached(model) if detach_mean else model, x_t, t, clip_denoised)
-        kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]))
-        decoder_nll = torch.zeros_like(kl)
-        first = t == 0
-        if bool(first.any()):
-            check_in_unit_range(x0[first], "x0")
-            ll = discretized_gaussian_log_likelihood(x0[first], out["mean"][first],
-                                                     0.5 * out["log_variance"][first], self.num_levels)
-            decoder_nll[first] = -mean_flat(ll)
-        bpd = torch.where(first, decoder_nll, kl) / math.log(2.0)
+        out = self._p_from_output(x_t, t, eps, v, clip_denoised)
+        kl = mean_flat(_normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]))
+        # The decoder is evaluated for every example and kept where t = 0: selecting
+        # the rows first would need their count on the host.
+        decoder_nll = -mean_flat(_discretized_gaussian_log_likelihood(
+            x0, out["mean"], 0.5 * out["log_variance"], self.num_levels))
+        bpd = torch.where(t == 0, decoder_nll, kl) / math.log(2.0)
         return {"output": bpd, "pred_x0": out["pred_x0"]}
 
     def training_losses(self, model: Model, x0: torch.Tensor, t: torch.Tensor,
@@ -250,25 +296,31 @@ class GaussianDiffusion:
             in bits/dim, so λ T = 1 at T = 1000 and λ = 0.001.
         "vlb": T · L_t, an unbiased one-sample estimate of the whole bound.
         Returns a dict with "loss", "mse" and, when used, "vb" (the term L_t).
+        The network is called once.
         """
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
         t = self._check_x_t(x0, t)
         if noise is None:
             noise = torch.randn_like(x0)
-        x_t = self.q_sample(x0, t, noise)
-        terms: dict[str, torch.Tensor] = {}
+        check_float(noise, "noise")
+        check_same_shape(noise, x0, "noise", "x0")
+        if loss_type != "simple" or self.learns_variance:
+            check_in_unit_range(x0, "x0")  # the bound's decoder scores x0 on the data's levels
+        return self._training_losses(model, x0, t, noise, loss_type, hybrid_lambda)
+
+    def _training_losses(self, model, x0, t, noise, loss_type="simple", hybrid_lambda=1e-3):
+        x_t = self._q_sample(x0, t, noise)
+        eps, v = self.model_output(model, x_t, t)
+        terms = {"mse": mean_flat((noise - eps) ** 2)}
         if loss_type == "vlb":
-            terms["vb"] = self.vb_terms_bpd(model, x0, x_t, t)["output"]
+            terms["vb"] = self._vb_terms(x0, x_t, t, eps, v, clip_denoised=True)["output"]
             terms["loss"] = terms["vb"] * self.T
             return terms
-        eps, v = self.model_output(model, x_t, t)
-        terms["mse"] = mean_flat((noise - eps) ** 2)
         terms["loss"] = terms["mse"]
         if loss_type == "hybrid" or self.learns_variance:
-            # Re-use this forward pass: the vb term sees ε̂ detached and v live.
-            frozen = torch.cat([eps.detach(), v], dim=1) if v is not None else eps.detach()
-            terms["vb"] = self.vb_terms_bpd(lambda *_: frozen, x0, x_t, t)["output"]
+            # The bound trains only the variance: it sees ε̂ detached and v live.
+            terms["vb"] = self._vb_terms(x0, x_t, t, eps.detach(), v, clip_denoised=True)["output"]
             terms["loss"] = terms["loss"] + hybrid_lambda * self.T * terms["vb"]
         return terms
 
@@ -279,8 +331,8 @@ class GaussianDiffusion:
         """The whole bound for each example: L_T + Σ_{t≥1} L_{t-1} + L_0, in bits/dim.
 
         Every term is evaluated at one draw x_t ~ q(x_t | x_0) per t (the KL
-        terms are exact given x_t). Returns total_bpd (B,), prior_bpd (B,),
-        vb (B, T) and mse (B, T) of ε̂.
+        terms are exact given x_t), with one network call per t. Returns
+        total_bpd (B,), prior_bpd (B,), vb (B, T) and mse (B, T) of ε̂.
         """
         check_float(x0, "x0")
         check_batched(x0, "x0")
@@ -291,28 +343,27 @@ class GaussianDiffusion:
         for i in tqdm(range(self.T - 1, -1, -1), desc="bits/dim", disable=not progress, leave=False):
             t = torch.full((B,), i, dtype=torch.long, device=x0.device)
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-            x_t = self.q_sample(x0, t, noise)
+            x_t = self._q_sample(x0, t, noise)
             eps, v = self.model_output(model, x_t, t)
-            out = torch.cat([eps, v], dim=1) if v is not None else eps  # one network call per t
-            vb[:, i] = self.vb_terms_bpd(lambda *_, out=out: out, x0, x_t, t, clip_denoised=clip_denoised)["output"]
+            vb[:, i] = self._vb_terms(x0, x_t, t, eps, v, clip_denoised)["output"]
             mse[:, i] = mean_flat((eps - noise) ** 2)
-        prior = self.prior_bpd(x0)
+        prior = self._prior_bpd(x0)
         return {"total_bpd": vb.sum(dim=1) + prior, "prior_bpd": prior, "vb": vb, "mse": mse}
 
 
-class _Detached:
-    """Wraps a model so that ε̂ carries no gradient while v still does."""
-
-    def __init__(self, model: Model):
-        self.model = model
-
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.model(x_t, t)
-        C = x_t.shape[1]
-        if out.shape[1] == 2 * C:
-            eps, v = out.split(C, dim=1)
-            return torch.cat([eps.detach(), v], dim=1)
-        return out.detach()
+def _derived_tables(s: Schedule) -> dict[str, torch.Tensor]:
+    """The schedule's tables and the few the formulas above derive from them (float64, (T,))."""
+    log_fixed_large = torch.log(torch.cat([s.posterior_variance[1:2], s.betas[1:]])) if s.T > 1 \
+        else torch.log(s.betas)  # σ² = β_t, with β̃_1 at t = 0 so the decoder is not too wide
+    return {
+        **{f.name: getattr(s, f.name) for f in dataclasses.fields(s)},
+        "one_minus_alphas_cumprod": 1.0 - s.alphas_cumprod,
+        "log_one_minus_alphas_cumprod": torch.log1p(-s.alphas_cumprod),
+        "eps_coef": s.betas / s.sqrt_one_minus_alphas_cumprod,
+        "sqrt_alphas": s.alphas.sqrt(),
+        "log_betas": torch.log(s.betas),
+        "log_fixed_large": log_fixed_large,
+    }
 
 
 def snap_to_levels(model: Model, diffusion: GaussianDiffusion, max_noise: float = 0.5) -> Model:

@@ -41,7 +41,12 @@ def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor,
     for a, n in zip(args, names, strict=True):
         check_float(a, n)
     _broadcast(*args, names=names)
-    mean1, logvar1, mean2, logvar2 = args
+    return _normal_kl(*args)
+
+
+def _normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor,
+               mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    """`normal_kl` without the checks (no host reads: the training step calls it)."""
     # With d = log σ₁²/σ₂² the variance part is e^d - 1 - d; expm1 keeps it exact
     # (and >= 0) when the variances nearly agree, as they do for most L_{t-1}.
     d = logvar1 - logvar2
@@ -92,7 +97,12 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor,
         raise ValueError(f"log_scale must broadcast to the shape of x {tuple(x.shape)}, "
                          f"got {tuple(log_scale.shape)}")
     check_in_unit_range(x, "x")
+    return _discretized_gaussian_log_likelihood(x, mean, log_scale, num_levels)
 
+
+def _discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor,
+                                         log_scale: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """`discretized_gaussian_log_likelihood` without the checks (no host reads)."""
     half_bin = 1.0 / (num_levels - 1)
     inv_std = torch.exp(-log_scale)
     upper = (x - mean + half_bin) * inv_std

@@ -20,7 +20,8 @@ from torch import nn
 
 from .checkpoints import EMA_FILE, CheckpointError, load_model, read_checkpoint, save_checkpoint
 from .diffusion import GaussianDiffusion
-from .training import TrainConfig, train
+from .recipe import TrainConfig
+from .training import train
 
 PACKAGE_DIR = Path(__file__).parent / "weights"  # not "checkpoints": that is the module checkpoints.py
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import GaussianDiffusion, Model, extract
+from .diffusion import GaussianDiffusion, Model
 
 
 @dataclass
@@ -33,9 +33,8 @@ class Trajectory:
 
 def ddim_sigma(diffusion: GaussianDiffusion, t: torch.Tensor, like: torch.Tensor, eta: float) -> torch.Tensor:
     """σ_t of DDIM eq. 16 for the 0-based step t, shaped (B, 1, ...)."""
-    s = diffusion.schedule
-    acp = extract(s.alphas_cumprod, t, like)
-    acp_prev = extract(s.alphas_cumprod_prev, t, like)
+    acp = diffusion._at("alphas_cumprod", t, like)
+    acp_prev = diffusion._at("alphas_cumprod_prev", t, like)
     return eta * ((1 - acp_prev) / (1 - acp)).sqrt() * (1 - acp / acp_prev).sqrt()
 
 
@@ -50,7 +49,7 @@ def _ddim_step(diffusion, model, x, t, generator, clip_denoised, eta):
     out = diffusion._p_mean_variance(model, x, t, clip_denoised)
     # Re-derive ε̂ from the (possibly clipped) x̂_0 so the two stay consistent.
     eps = diffusion.predict_eps_from_x0(x, t, out["pred_x0"])
-    acp_prev = extract(diffusion.schedule.alphas_cumprod_prev, t, x)
+    acp_prev = diffusion._at("alphas_cumprod_prev", t, x)
     sigma = ddim_sigma(diffusion, t, x, eta)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     mean = acp_prev.sqrt() * out["pred_x0"] + (1 - acp_prev - sigma ** 2).clamp(min=0).sqrt() * eps

@@ -1,177 +1,50 @@
-"""The training loop: a config, the timestep samplers, EMA, and `train`.
+"""The training loop: the timestep samplers, EMA, one step, and `train`.
 
 One step: draw a batch x_0 and timesteps t, compute the per-example loss of
 `GaussianDiffusion.training_losses`, weight it by the timestep sampler's
 importance weights, take an AdamW step with a clipped gradient, and update the
 exponential moving average (EMA) of the weights, the copy we sample from.
 
-Every random draw comes from state that the checkpoint stores (the torch and
-data generators, numpy, Python), so a resumed run ends at the same weights as
-an uninterrupted one (bit for bit on CPU at the same thread count).
+A step never reads a tensor back to the host: the data, the timestep sampler and
+the schedule's tables live on the training device, and the losses are kept there
+until the logging interval (`log_every`), when they are read once, checked for
+NaN and written to `<out_dir>/metrics.jsonl`. On a GPU the CPU runs ahead
+and queues the next steps while the device computes.
+
+Under torchrun the same loop runs in every process, each on its own share of
+the batch with its own random draws; DistributedDataParallel averages the
+gradients, and rank 0 alone keeps the EMA, shows progress and writes files.
+
+Every random draw comes from state that the checkpoint stores (each rank's
+torch and data generators, numpy, Python), so a resumed run ends at the same
+weights as an uninterrupted one (bit for bit on the CPU at the same thread count).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
+import math
 import random
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .data import DIGITS_LEVELS, MNIST_LEVELS, TOY_DATASETS, load_digits, load_mnist, toy_2d
-from .diffusion import LOSS_TYPES, MODEL_VARS, GaussianDiffusion
-from .models import MLPConfig, MLPDenoiser, UNet, UNetConfig
-from .schedules import make_schedule
+from . import checkpoints
+from .diffusion import GaussianDiffusion
+from .distributed import Distributed, setup
+from .recipe import TrainConfig, build_diffusion, build_model, load_dataset
 
-DATASETS = ("digits", "mnist", *TOY_DATASETS)
-SCHEDULES = ("linear", "cosine")
-TIMESTEP_SAMPLERS = ("uniform", "importance")
-MODEL_PRESETS = ("auto", "digits", "mnist", "cifar10", "mlp")
-TOY_POINTS = 20_000  # size of the fixed training set drawn from a 2-D toy
-
-
-# -----------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on; `to_dict` / `from_dict` round-trip through JSON."""
-
-    dataset: str = "digits"  # "digits", "mnist" (needs data_dir) or a 2-D toy name
-    data_dir: str | None = None  # MNIST IDX files (downloaded there if missing)
-    model_preset: str = "auto"  # "auto": digits/mnist UNet preset, or the MLP for toys
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # fields of UNet/MLPConfig
-    schedule: str = "cosine"
-    T: int = 1000
-    model_var: str = "fixed_small"
-    loss_type: str = "simple"
-    timestep_sampler: str = "uniform"
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 200
-    steps: int = 2000
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    seed: int = 0
-    device: str = "auto"  # "auto": CUDA if available, else CPU
-    bf16: bool = False  # bfloat16 autocast, CUDA only
-    compile: bool = False  # torch.compile, CUDA only
-    out_dir: str | None = None  # None: keep everything in memory, no checkpoints
-    checkpoint_every: int = 500
-    log_every: int = 50
-
-    def __post_init__(self) -> None:
-        # JSON turns tuples into lists; store them as tuples so round trips compare equal.
-        self.model_overrides = {k: tuple(v) if isinstance(v, list) else v
-                                for k, v in dict(self.model_overrides).items()}
-        choices = {"dataset": DATASETS, "model_preset": MODEL_PRESETS, "schedule": SCHEDULES,
-                   "model_var": MODEL_VARS, "loss_type": LOSS_TYPES,
-                   "timestep_sampler": TIMESTEP_SAMPLERS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("T", "batch_size", "steps", "checkpoint_every", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
-                or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
-        for name in ("lr", "grad_clip"):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not float(self.weight_decay) >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0.0 <= float(self.ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ValueError("dataset='mnist' needs data_dir (a folder for the MNIST IDX files)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        return cls.from_dict(json.loads(text))
-
-
-# -----------------------------------------------------------------------------
-# What a config builds: data, network, diffusion
-
-
-def model_config(config: TrainConfig) -> UNetConfig | MLPConfig:
-    """The network's config: the preset (chosen by dataset when "auto") plus the overrides."""
-    preset = config.model_preset
-    if preset == "auto":
-        preset = config.dataset if config.dataset in ("digits", "mnist") else "mlp"
-    overrides = {"learn_sigma": config.model_var == "learned_range", **config.model_overrides}
-    if preset == "mlp":
-        return MLPConfig(**overrides)
-    return getattr(UNetConfig, preset)(**overrides)
-
-
-def build_model(config: TrainConfig) -> nn.Module:
-    cfg = model_config(config)
-    return MLPDenoiser(cfg) if isinstance(cfg, MLPConfig) else UNet(cfg)
-
-
-def num_levels(config: TrainConfig) -> int:
-    """Grey levels of the data, for the discrete decoder (continuous toys get 256)."""
-    return {"digits": DIGITS_LEVELS, "mnist": MNIST_LEVELS}.get(config.dataset, 256)
-
-
-def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
-    return GaussianDiffusion(make_schedule(config.schedule, config.T), config.model_var,
-                             num_levels(config))
-
-
-def load_dataset(config: TrainConfig, split: str = "train") -> torch.Tensor:
-    """The whole split as one tensor in [-1, 1]: (N, C, H, W) images or (N, 2) points."""
-    if config.dataset == "digits":
-        return load_digits(split)[0]
-    if config.dataset == "mnist":
-        return load_mnist(config.data_dir, split)[0]
-    seed = 0 if split == "train" else 1  # the toy's held-out points are a different draw
-    return toy_2d(config.dataset, TOY_POINTS, seed=seed)
-
-
-def sample_shape(config: TrainConfig) -> tuple[int, ...]:
-    """The shape of one sample: (C, H, W) or (2,)."""
-    cfg = model_config(config)
-    if isinstance(cfg, MLPConfig):
-        return (cfg.data_dim,)
-    return (cfg.in_channels, cfg.image_size, cfg.image_size)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for, but CUDA is not available")
-    return torch.device(device)
+METRICS_FILE = "metrics.jsonl"
+RANK_SEED_STRIDE = 7919  # rank r of a multi-process run draws from seed + 7919 (r + 1)
 
 
 # -----------------------------------------------------------------------------
@@ -181,14 +54,17 @@ def resolve_device(device: str) -> torch.device:
 class UniformSampler:
     """t ~ U{0..T-1}, every weight 1."""
 
-    def __init__(self, T: int):
+    def __init__(self, T: int, device: torch.device | str = "cpu"):
         self.T = T
+        self.device = torch.device(device)
 
     def probs(self) -> torch.Tensor:
-        return torch.full((self.T,), 1.0 / self.T, dtype=torch.float64)
+        """p_t, (T,) float64 on the sampler's device."""
+        return torch.full((self.T,), 1.0 / self.T, dtype=torch.float64, device=self.device)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Timesteps (B,) and their importance weights 1 / (T p_t) (B,)."""
+        """Timesteps (B,) and their importance weights 1 / (T p_t) (B,), on the sampler's device
+        (`generator` must live there too)."""
         p = self.probs()
         t = torch.multinomial(p, batch_size, replacement=True, generator=generator)
         return t, (1.0 / (self.T * p[t])).float()
@@ -209,38 +85,87 @@ class ImportanceSampler(UniformSampler):
     It keeps the last `history` losses seen at each t and mixes p with a little
     of the uniform distribution so no t starves. The weights 1 / (T p_t) keep
     the weighted loss an unbiased estimate of the mean over t. Until every t
-    has a full history it samples uniformly.
+    has a full history it samples uniformly. Its state lives on `device` and is
+    updated with tensor operations only, so a training step never waits for it.
     """
 
-    def __init__(self, T: int, history: int = 10, uniform_prob: float = 0.001):
-        super().__init__(T)
+    def __init__(self, T: int, history: int = 10, uniform_prob: float = 0.001,
+                 device: torch.device | str = "cpu"):
+        super().__init__(T, device)
         self.uniform_prob = uniform_prob
-        self.losses = torch.zeros(T, history, dtype=torch.float64)  # newest last
-        self.counts = torch.zeros(T, dtype=torch.long)
+        self.losses = torch.zeros(T, history, dtype=torch.float64, device=self.device)  # newest last
+        self.counts = torch.zeros(T, dtype=torch.long, device=self.device)
 
     def probs(self) -> torch.Tensor:
-        if bool((self.counts < self.losses.shape[1]).any()):
-            return super().probs()
-        p = self.losses.pow(2).mean(dim=1).sqrt()
-        p = p / p.sum()
-        return p * (1.0 - self.uniform_prob) + self.uniform_prob / self.T
+        rms = self.losses.pow(2).mean(dim=1).sqrt()
+        p = rms / rms.sum()
+        p = p * (1.0 - self.uniform_prob) + self.uniform_prob / self.T
+        full = (self.counts >= self.losses.shape[1]).all()  # a tensor: chosen without a host read
+        return torch.where(full, p, super().probs())
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
-        for ti, loss in zip(t.tolist(), losses.detach().double().cpu().tolist(),
-                            strict=True):
-            self.losses[ti] = torch.cat([self.losses[ti, 1:], self.losses.new_tensor([loss])])
-            self.counts[ti] = min(int(self.counts[ti]) + 1, self.losses.shape[1])
+        """Append losses (B,) seen at timesteps t (B,), in order, to each t's history."""
+        T, H = self.losses.shape
+        t = t.to(self.device).long()
+        losses = losses.detach().to(self.device, torch.float64)
+        n = torch.bincount(t, minlength=T)  # (T,) new losses per t
+        # Each t's history shifts left by its n new losses...
+        src = torch.arange(H, device=self.device) + n[:, None]  # (T, H) old column of each slot
+        kept = torch.gather(self.losses, 1, src.clamp(max=H - 1))
+        new = torch.where(src < H, kept, 0.0)
+        new = torch.cat([new, new.new_zeros(T, 1)], dim=1)  # column H collects what falls off
+        # ...and its new losses fill the right end, in the order they came.
+        order = torch.argsort(t, stable=True)
+        ts = t[order]
+        rank = torch.arange(len(t), device=self.device) - (torch.cumsum(n, 0) - n)[ts]
+        col = H - n[ts] + rank
+        new[ts, torch.where(col >= 0, col, H)] = losses[order]
+        self.losses = new[:, :H].contiguous()
+        self.counts = torch.clamp(self.counts + n, max=H)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"losses": self.losses.clone(), "counts": self.counts.clone()}
+        return {"losses": self.losses.cpu(), "counts": self.counts.cpu()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.losses.copy_(state["losses"])
         self.counts.copy_(state["counts"])
 
 
-def make_timestep_sampler(name: str, T: int) -> UniformSampler:
-    return ImportanceSampler(T) if name == "importance" else UniformSampler(T)
+def make_timestep_sampler(name: str, T: int, device: torch.device | str = "cpu") -> UniformSampler:
+    return ImportanceSampler(T, device=device) if name == "importance" else UniformSampler(T, device)
+
+
+# -----------------------------------------------------------------------------
+# EMA
+
+
+class EMA:
+    """An exponential moving average of a model's weights: the copy to sample from.
+
+    After the first update it equals the model; then each update moves it a
+    fraction 1 - decay of the way to the current weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.n_averaged = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema = [*self.module.parameters(), *self.module.buffers()]
+        current = [p.detach() for p in (*model.parameters(), *model.buffers())]
+        if self.n_averaged == 0:
+            for e, c in zip(ema, current, strict=True):
+                e.copy_(c)
+        else:
+            floats = [(e, c) for e, c in zip(ema, current, strict=True) if e.is_floating_point()]
+            if floats:
+                torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], 1.0 - self.decay)
+            for e, c in zip(ema, current, strict=True):
+                if not e.is_floating_point():
+                    e.copy_(c)
+        self.n_averaged += 1
 
 
 # -----------------------------------------------------------------------------
@@ -285,6 +210,127 @@ def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> Non
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rank_seed(seed: int, rank: int, world_size: int) -> int:
+    """The seed of a rank's draws: the run's seed for a single process, else one per rank."""
+    return seed if world_size == 1 else seed + RANK_SEED_STRIDE * (rank + 1)
+
+
+# -----------------------------------------------------------------------------
+# One step
+
+
+def train_step(forward: nn.Module, model: nn.Module, diffusion: GaussianDiffusion,
+               optimizer: torch.optim.Optimizer, x0: torch.Tensor, t: torch.Tensor,
+               weights: torch.Tensor, noise: torch.Tensor, config: TrainConfig
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One AdamW step on a batch; no host reads. Returns the weighted mean loss () and the
+    per-example losses (B,), both detached and still on the device.
+
+    `forward` is the network to call (the model itself, or its DDP or compiled
+    wrapper); `model` owns the parameters the gradient is clipped on.
+    """
+    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        losses = diffusion._training_losses(forward, x0, t, noise, config.loss_type)
+    loss = (losses["loss"] * weights).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.detach(), losses["loss"].detach()
+
+
+class LossWindow:
+    """The losses of the steps since the last read, kept on the device.
+
+    `read` fetches them in one host read (summed over the ranks first), with the
+    mean per-example loss in each quarter of the timesteps.
+    """
+
+    def __init__(self, size: int, T: int, device: torch.device):
+        self.T = T
+        self.losses = torch.zeros(size, device=device)  # weighted mean loss of each step
+        self.by_quartile = torch.zeros(2, 4, device=device)  # sums and counts per quarter of t
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, t: torch.Tensor, per_example: torch.Tensor) -> None:
+        self.losses[self.n] = loss
+        q = t * 4 // self.T
+        self.by_quartile[0].index_add_(0, q, per_example.float())
+        self.by_quartile[1].index_add_(0, q, torch.ones_like(per_example, dtype=torch.float))
+        self.n += 1
+
+    def read(self, dist: Distributed) -> tuple[list[float], list[float | None]]:
+        """(loss of each step, averaged over ranks; mean loss per quarter of t)."""
+        both = torch.cat([self.losses[:self.n] / dist.world_size, self.by_quartile.flatten()])
+        values = dist.all_sum_(both).tolist()
+        steps, sums, counts = values[:self.n], values[self.n:self.n + 4], values[self.n + 4:]
+        self.losses.zero_()
+        self.by_quartile.zero_()
+        self.n = 0
+        return steps, [s / c if c else None for s, c in zip(sums, counts, strict=True)]
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints of a run
+
+
+def save_training_state(path: Path, config: TrainConfig, step: int, history: list[float],
+                        model: nn.Module, ema: EMA | None, optimizer, scheduler,
+                        sampler: UniformSampler, data_generator: torch.Generator,
+                        dist: Distributed) -> None:
+    """Everything `train` needs to continue exactly where it stopped. Every rank calls it
+    (each hands over its random state); rank 0 writes."""
+    rngs = dist.gather_objects(rng_state(data_generator))
+    if not dist.is_main:
+        return
+    optim_state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ema_n_averaged": torch.tensor(ema.n_averaged),
+        "rng": rngs[0],
+        "rng_per_rank": rngs,
+        "sampler": sampler.state_dict(),
+        "history": torch.tensor(history, dtype=torch.float64),
+    }
+    checkpoints.save_checkpoint(path, config, step, ema.module, model, optim_state)
+
+
+def load_training_state(path: Path, config: TrainConfig, model: nn.Module, ema: EMA | None,
+                        optimizer, scheduler, sampler: UniformSampler,
+                        data_generator: torch.Generator, dist: Distributed
+                        ) -> tuple[int, list[float]]:
+    """Restore a run in place from its checkpoint; returns (step, loss history)."""
+    ckpt = checkpoints.read_checkpoint(path, config)
+    checkpoints.load_weights(model, ckpt, checkpoints.MODEL_FILE)
+    state = checkpoints.load_optim_state(ckpt)
+    if ema is not None:
+        checkpoints.load_weights(ema.module, ckpt, checkpoints.EMA_FILE)
+        ema.n_averaged = int(state["ema_n_averaged"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    rngs = state.get("rng_per_rank", [state["rng"]])
+    if len(rngs) == dist.world_size:
+        set_rng_state(rngs[dist.rank], data_generator)
+    else:  # another number of processes: continue with fresh per-rank draws
+        if dist.is_main:
+            warnings.warn(f"{ckpt.path} was written by {len(rngs)} processes and this run has "
+                          f"{dist.world_size}: it continues from step {ckpt.step} with new random "
+                          "draws, so it will not match an uninterrupted run bit for bit", stacklevel=3)
+        seed = rank_seed(config.seed, dist.rank, dist.world_size) + ckpt.step
+        torch.manual_seed(seed)
+        data_generator.manual_seed(seed)
+    return ckpt.step, state["history"].tolist()
+
+
+def _keep_metrics_until(path: Path, step: int) -> None:
+    """Drop metric lines past `step` (written after the checkpoint a run resumes from)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines()
+                 if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
 # -----------------------------------------------------------------------------
 # The loop
 
@@ -292,10 +338,10 @@ def set_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> Non
 @dataclass
 class TrainResult:
     model: nn.Module  # the trained weights (train mode off)
-    ema_model: nn.Module  # the moving average, the one to sample from
+    ema_model: nn.Module | None  # the moving average, the one to sample from (None off rank 0)
     diffusion: GaussianDiffusion
     config: TrainConfig
-    history: list[float]  # the loss at every step since step 1
+    history: list[float]  # the loss at every step since step 1 (the mean over the ranks)
     step: int
     steps_per_sec: float  # over the steps this call ran (0 if it ran none)
 
@@ -321,69 +367,106 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Tr
 
     With `resume` and an existing checkpoint in out_dir, continue from its step
     (the architecture and schedule must match; `steps` may be raised). A NaN or
-    infinite loss stops the run with FloatingPointError; the last checkpoint stays.
+    infinite loss stops the run with FloatingPointError at the next read of the
+    loss (every `log_every` steps, and before each checkpoint), so the last
+    checkpoint stays good. Under torchrun, every process calls this.
     """
-    from . import checkpoints  # checkpoints imports this module for TrainConfig
-
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    device = resolve_device(config.device)
-    cuda = device.type == "cuda"
-    seed_everything(config.seed)
+    dist = setup(config.device)
+    try:
+        return _train(config, dist, resume, progress)
+    finally:
+        dist.close()
+
+
+def _train(config: TrainConfig, dist: Distributed, resume: bool, progress: bool) -> TrainResult:
+    if config.batch_size % dist.world_size:
+        raise ValueError(f"batch_size={config.batch_size} (the global batch) must be divisible by "
+                         f"the {dist.world_size} processes")
+    device, batch = dist.device, config.batch_size // dist.world_size
+    seed_everything(config.seed)  # every rank builds the same initial weights
     data = load_dataset(config).to(device)  # (N, ...)
     model = build_model(config).to(device)
+    if config.channels_last and data.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        data = data.contiguous(memory_format=torch.channels_last)
     diffusion = build_diffusion(config)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    ema = EMA(model, config.ema_decay) if dist.is_main else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(config.warmup_steps))
-    sampler = make_timestep_sampler(config.timestep_sampler, config.T)
-    data_generator = torch.Generator().manual_seed(config.seed)
+    sampler = make_timestep_sampler(config.timestep_sampler, config.T, device)
+    seed = rank_seed(config.seed, dist.rank, dist.world_size)
+    data_generator = torch.Generator(device).manual_seed(seed)
+    if dist.world_size > 1:
+        torch.manual_seed(seed)  # each rank its own noise
     history: list[float] = []
     step = 0
 
-    ckpt_dir = checkpoints.run_checkpoint_dir(config.out_dir) if config.out_dir else None
+    out_dir = Path(config.out_dir) if config.out_dir else None
+    ckpt_dir = checkpoints.run_checkpoint_dir(out_dir) if out_dir else None
     if resume and ckpt_dir is not None and checkpoints.find_checkpoint(ckpt_dir) is not None:
-        step, history = checkpoints.load_training_state(
-            ckpt_dir, config, model, ema, optimizer, scheduler, sampler, data_generator)
+        step, history = load_training_state(ckpt_dir, config, model, ema, optimizer, scheduler,
+                                            sampler, data_generator, dist)
         set_hyperparameters(config, optimizer, scheduler)
-    forward = torch.compile(model) if config.compile and cuda else model
+    metrics = out_dir / METRICS_FILE if out_dir and dist.is_main else None
+    if metrics is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if step:
+            _keep_metrics_until(metrics, step)
+        else:
+            metrics.unlink(missing_ok=True)
+    forward = DistributedDataParallel(model) if dist.world_size > 1 else model
+    if config.compile:
+        forward = torch.compile(forward)
 
-    start, start_step = time.perf_counter(), step
+    window = LossWindow(config.log_every, config.T, device)
+    start = last_read = time.perf_counter()
+    start_step = last_step = step
     model.train()
-    bar = tqdm(total=config.steps, initial=step, desc="training", disable=not progress)
+    bar = tqdm(total=config.steps, initial=step, desc="training", disable=not (progress and dist.is_main))
     while step < config.steps:
-        idx = torch.randint(0, data.shape[0], (config.batch_size,), generator=data_generator)
-        t, weights = sampler.sample(config.batch_size, data_generator)
-        x0, t, weights = data[idx.to(device)], t.to(device), weights.to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and cuda):
-            losses = diffusion.training_losses(forward, x0, t, loss_type=config.loss_type)
-        loss = (losses["loss"] * weights).mean()
-        if not torch.isfinite(loss):
-            bar.close()
-            kept = f"; the last checkpoint in {ckpt_dir} is kept" if ckpt_dir else ""
-            raise FloatingPointError(f"training stopped: the loss is {loss.item()} at step "
-                                     f"{step + 1}{kept}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        idx = torch.randint(0, data.shape[0], (batch,), generator=data_generator, device=device)
+        t, weights = sampler.sample(batch, data_generator)
+        x0 = data[idx]
+        noise = torch.randn_like(x0)
+        loss, per_example = train_step(forward, model, diffusion, optimizer, x0, t, weights, noise, config)
         scheduler.step()
-        ema.update_parameters(model)
-        sampler.update(t, losses["loss"])
+        if ema is not None:
+            ema.update(model)
+        if config.timestep_sampler == "importance":  # every rank sees every rank's losses
+            sampler.update(dist.all_gather(t), dist.all_gather(per_example))
+        window.add(loss, t, per_example)
         step += 1
-        history.append(loss.item())
         bar.update(1)
-        if step % config.log_every == 0 or step == config.steps:
+        save = ckpt_dir is not None and (step % config.checkpoint_every == 0 or step == config.steps)
+        if save or step % config.log_every == 0 or step == config.steps:
+            losses, by_quartile = window.read(dist)  # the one host read, every log_every steps
+            bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+            if bad is not None:
+                bar.close()
+                kept = f"; the last checkpoint in {ckpt_dir} is kept" if ckpt_dir else ""
+                raise FloatingPointError(f"training stopped: the loss is {losses[bad]} at step "
+                                         f"{step - len(losses) + bad + 1}{kept}")
+            history.extend(losses)
+            now = time.perf_counter()
+            images_per_sec = (step - last_step) * config.batch_size / (now - last_read)
+            last_read, last_step = now, step
             bar.set_postfix(loss=f"{np.mean(history[-config.log_every:]):.4f}")
-        if ckpt_dir is not None and (step % config.checkpoint_every == 0 or step == config.steps):
-            checkpoints.save_training_state(ckpt_dir, config, step, history, model, ema,
-                                            optimizer, scheduler, sampler, data_generator)
+            if metrics is not None:
+                with open(metrics, "a") as f:
+                    f.write(json.dumps({"step": step, "loss": float(np.mean(losses)),
+                                        "loss_by_t_quartile": by_quartile,
+                                        "images_per_sec": images_per_sec,
+                                        "lr": scheduler.get_last_lr()[0]}) + "\n")
+        if save:
+            save_training_state(ckpt_dir, config, step, history, model, ema, optimizer, scheduler,
+                                sampler, data_generator, dist)
     bar.close()
     elapsed = time.perf_counter() - start
     model.eval()
-    ema.module.eval()
-    return TrainResult(model, ema.module, diffusion, config, history, step,
-                       (step - start_step) / elapsed if step > start_step else 0.0)
+    return TrainResult(model, ema.module if ema is not None else None, diffusion, config, history,
+                       step, (step - start_step) / elapsed if step > start_step else 0.0)
 
 
 def read_config(path: str | Path) -> TrainConfig:

@@ -116,7 +116,8 @@ def test_vb_terms_vanish_for_a_perfect_model(diffusion, model_var, v):
     x0 = torch.rand((4, 2, 3, 3), dtype=D64) * 2 - 1
     t = torch.tensor([1, 5, 400, 999])
     x_t = d.q_sample(x0, t)
-    out = d.vb_terms_bpd(perfect_model(d, x0, v), x0, x_t, t, clip_denoised=False)
+    eps, v_out = d.model_output(perfect_model(d, x0, v), x_t, t)
+    out = d.vb_terms_bpd(x0, x_t, t, eps, v_out, clip_denoised=False)
     assert torch.all(out["output"].abs() < 1e-8)
 
 
@@ -137,7 +138,8 @@ def test_decoder_term_is_discrete_nll_in_bits(diffusion):
     x0 = torch.tensor([[-1.0, 0.0, 0.125, 1.0]], dtype=D64)
     t = torch.tensor([0])
     x_t = d.q_sample(x0, t)
-    out = d.vb_terms_bpd(perfect_model(d, x0), x0, x_t, t, clip_denoised=False)["output"]
+    eps = d.predict_eps_from_x0(x_t, t, x0)
+    out = d.vb_terms_bpd(x0, x_t, t, eps, clip_denoised=False)["output"]
     sigma = math.exp(0.5 * d.schedule.posterior_log_variance_clipped[0].item())
     half = 1 / 16
     p = [stats.norm.cdf(-1 + half, -1, sigma), stats.norm.cdf(half, 0, sigma) - stats.norm.cdf(-half, 0, sigma),
@@ -182,7 +184,8 @@ def test_vlb_loss_is_T_times_the_term():
     noise = torch.randn_like(x0)
     model = lambda x, tt: 0.5 * x
     out = d.training_losses(model, x0, t, noise, loss_type="vlb")
-    vb = d.vb_terms_bpd(model, x0, d.q_sample(x0, t, noise), t)["output"]
+    x_t = d.q_sample(x0, t, noise)
+    vb = d.vb_terms_bpd(x0, x_t, t, model(x_t, t))["output"]
     assert torch.allclose(out["loss"], 50 * vb)
 
 

@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from diffusion_core.checkpoints import read_checkpoint
-from diffusion_core.training import (
-    ImportanceSampler,
-    TrainConfig,
-    UniformSampler,
-    build_diffusion,
-    build_model,
-    train,
-)
+from diffusion_core.recipe import TrainConfig, build_diffusion, build_model
+from diffusion_core.training import ImportanceSampler, UniformSampler, train
 
 TINY_UNET = {"base_channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1,
              "attention_resolutions": (), "num_groups": 4, "num_heads": 1, "dropout": 0.0}

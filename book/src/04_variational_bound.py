@@ -227,8 +227,9 @@ for _, m, m_num, v, v_num in rows:
 # - $L_0$ is a reconstruction term: how well the last step decodes the data. For images
 #   it is a discrete likelihood over pixel values ({doc}`08_discrete_decoder`).
 #
-# In the library, `GaussianDiffusion.vb_terms_bpd(model, x0, x_t, t)` returns $L_{t-1}$ at
-# index `t` $\ge 1$ and $L_0$ at index 0; `prior_bpd` returns $L_T$; `calc_bpd_loop` adds
+# In the library, `GaussianDiffusion.vb_terms_bpd(x0, x_t, t, eps)` takes the network's output
+# $\hat\varepsilon$ at $(x_t, t)$ and returns $L_{t-1}$ at index `t` $\ge 1$ and $L_0$ at index
+# 0; `prior_bpd` returns $L_T$; `calc_bpd_loop` adds
 # them all up for a batch of images. All are in **bits per dimension**: nats divided by
 # $\ln 2$ and by the number of pixels, the unit in which image likelihoods are reported.
 

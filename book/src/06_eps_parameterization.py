@@ -198,8 +198,8 @@ for name, (a, b) in checks.items():
 #
 # Now the check against the library. `vb_terms_bpd` computes $L_{t-1}$ as an exact KL between
 # the two Gaussians (via `normal_kl`, {doc}`05_gaussian_kl`), knowing nothing of
-# {eq}`eps-loss`. We give it a "model" that returns our arbitrary $\varepsilon_\theta$ from
-# above, convert its bits per dimension to nats summed over the $d = 64$ pixels, subtract
+# {eq}`eps-loss`. We give it our arbitrary $\varepsilon_\theta$ from above as the network's
+# output, convert its bits per dimension to nats summed over the $d = 64$ pixels, subtract
 # $C_t$, and compare with $\lambda_t\|\varepsilon - \varepsilon_\theta\|^2$, for both
 # variances. One detail: `clip_denoised=False`. By default the library clips $\hat x_0$ to the
 # data range $[-1, 1]$ before forming the mean (a sampling aid, see below); the clipped mean
@@ -216,8 +216,7 @@ sq_err = ((eps - eps_theta) ** 2).flatten(1).sum(1).numpy()  # |eps - eps_theta|
 rows = []
 for name, sigma2 in variances.items():
     diff_v = GaussianDiffusion(schedule, model_vars[name], DIGITS_LEVELS)
-    bpd = diff_v.vb_terms_bpd(lambda x, s: eps_theta, x0, x_t, t,
-                              clip_denoised=False)["output"]
+    bpd = diff_v.vb_terms_bpd(x0, x_t, t, eps_theta, clip_denoised=False)["output"]
     kl_nats = bpd.numpy() * LN2 * d
     tt = t.numpy()
     beta_tilde = variances["beta~_t"][tt]
@@ -676,8 +675,9 @@ sat = saturated.flatten(1).double()  # (n_bpd, 64)
 for name, (m, dif) in models.items():
     x_chk = dif.q_sample(x_sat, t_check, eps_check)
     with torch.no_grad():
-        err2 = ((m(x_chk, t_check) - eps_check) ** 2).flatten(1).double()  # (n_bpd, 64)
-        term = {c: dif.vb_terms_bpd(m, x_sat, x_chk, t_check, clip_denoised=c)["output"]
+        eps_hat, _ = dif.model_output(m, x_chk, t_check)  # one network call
+        err2 = ((eps_hat - eps_check) ** 2).flatten(1).double()  # (n_bpd, 64)
+        term = {c: dif.vb_terms_bpd(x_sat, x_chk, t_check, eps_hat, clip_denoised=c)["output"]
                 for c in (True, False)}  # (n_bpd,) each
     # per digit: mean squared error on its saturated pixels, and its term with/without clipping
     per_digit[name] = ((err2 * sat).sum(1) / sat.sum(1), term[True].double(),

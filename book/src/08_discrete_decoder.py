@@ -296,7 +296,7 @@ t0 = torch.zeros(len(digits), dtype=torch.long)  # index 0 = the paper's t = 1
 x1 = diffusion.q_sample(digits, t0, torch.randn(digits.shape, generator=g))
 with torch.no_grad():
     out = diffusion.p_mean_variance(model, x1, t0)
-    L0_library = diffusion.vb_terms_bpd(model, digits, x1, t0)["output"]  # (300,) bits/dim
+    L0_library = diffusion.vb_terms_bpd(digits, x1, t0, out["eps"])["output"]  # (300,) bits/dim
 sigma_1 = (0.5 * out["log_variance"][0, 0, 0, 0]).exp().item()
 ll = discretized_gaussian_log_likelihood(digits, out["mean"], 0.5 * out["log_variance"], L)
 D = digits[0].numel()

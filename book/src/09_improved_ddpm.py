@@ -255,7 +255,8 @@ grad_mse = tiny.net.weight.grad.clone()
 
 # Without the stop-gradient: the bound term with gradients through the mean too.
 tiny.zero_grad()
-vb_live = d_learned.vb_terms_bpd(tiny, x0_tiny, x_t_tiny, t_tiny)["output"]
+eps_live, v_live = d_learned.model_output(tiny, x_t_tiny, t_tiny)
+vb_live = d_learned.vb_terms_bpd(x0_tiny, x_t_tiny, t_tiny, eps_live, v_live)["output"]
 (((tiny(x_t_tiny, t_tiny)[:, :4] - eps_tiny) ** 2).mean(1) + 1e-3 * T * vb_live).mean().backward()
 grad_no_stop = tiny.net.weight.grad.clone()
 
