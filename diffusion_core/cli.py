@@ -19,8 +19,8 @@ import torch
 from .baselines import CategoricalBaseline, GMMBaseline
 from .checkpoints import CheckpointError, find_checkpoint, load_model
 from .diffusion import GaussianDiffusion, snap_to_levels
-from .sampling import sample_ddim, sample_ddpm, sample_strided
 from .recipe import TrainConfig, load_dataset, resolve_device, sample_shape
+from .sampling import sample_ddim, sample_ddpm, sample_strided
 from .training import read_config, train
 
 SAMPLERS = ("ddpm", "strided", "ddim")
@@ -72,8 +72,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = train(config, resume=not args.no_resume, progress=not args.quiet)
     elapsed = time.perf_counter() - start
+    if result.rank != 0:  # under torchrun, rank 0 reports
+        return 0
     last = result.history[-config.log_every:]
-    print(f"trained {config.dataset} to step {result.step} in {elapsed:.1f} s "
+    where = f" on {result.world_size} processes" if result.world_size > 1 else ""
+    print(f"trained {config.dataset} to step {result.step}{where} in {elapsed:.1f} s "
           f"({result.steps_per_sec:.2f} steps/s, "
           f"{result.steps_per_sec * config.batch_size:.0f} images/s); "
           f"mean loss of the last {len(last)} steps {sum(last) / max(len(last), 1):.4f}; "
@@ -135,6 +138,18 @@ def save_points_png(points: torch.Tensor, path: Path) -> None:
     plt.close(fig)
 
 
+def save_samples_npz(x: torch.Tensor, path: Path) -> None:
+    """The raw samples for other tools: `samples` (N, ...) float32 as drawn, in [-1, 1], and,
+    for images, `arr_0` (N, H, W, C) uint8 in 0..255, the layout image-metric tools read."""
+    import numpy as np
+
+    arrays = {"samples": x.float().numpy()}
+    if x.dim() == 4:
+        pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        arrays["arr_0"] = pixels.permute(0, 2, 3, 1).contiguous().numpy()
+    np.savez(path, **arrays)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     model, diffusion, config = open_model(args)
     device = next(model.parameters()).device
@@ -147,6 +162,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":  # the raw samples, and their picture beside them
+        save_samples_npz(x, out)
+        print(f"wrote the {args.n} raw samples to {out}")
+        out = out.with_suffix(".png")
     if x.dim() == 2:
         save_points_png(x, out)
     else:
@@ -256,8 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, help=f"(default {d.ema_decay})")
     p.add_argument("--seed", type=int, help=f"(default {d.seed})")
     p.add_argument("--device", help="auto (CUDA if available), cpu, cuda (default auto)")
-    p.add_argument("--bf16", action="store_const", const=True, help="bfloat16 autocast (CUDA)")
-    p.add_argument("--compile", action="store_const", const=True, help="torch.compile (CUDA)")
+    p.add_argument("--bf16", action="store_const", const=True,
+                   help="bfloat16 autocast (CUDA or CPU)")
+    p.add_argument("--compile", action="store_const", const=True,
+                   help="torch.compile the network (CUDA or CPU; the first steps compile)")
+    p.add_argument("--channels-last", action="store_const", const=True,
+                   help="NHWC memory layout for the UNet (often faster on CPUs)")
     p.add_argument("--out-dir", help="run directory (default runs/<dataset>)")
     p.add_argument("--checkpoint-every", type=int, help=f"(default {d.checkpoint_every})")
     p.add_argument("--log-every", type=int, help=f"(default {d.log_every})")
@@ -275,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale (default 0)")
     p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
+    p.add_argument("--out", default="samples.png",
+                   help="PNG file (default samples.png); a .npz name writes the raw samples "
+                        "there and the PNG beside it")
     p.add_argument("--grid", type=positive_int, default=100, help="at most this many in the grid")
     p.add_argument("--nrow", type=positive_int, default=10, help="images per grid row (default 10)")
     p.add_argument("--evaluate", action="store_true",

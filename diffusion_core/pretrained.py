@@ -4,9 +4,10 @@ Each entry records the TrainConfig, the exact command that trains it, and the
 sha256 of the EMA weights that command produced here. The files live in
 `diffusion_core/weights/<name>/` (EMA weights in float32 + state.json), shipped
 as package data in the wheel.
-If a file is missing or corrupt, `load_pretrained` retrains it from the
-recorded config (minutes on a laptop CPU) and saves it. A retrained model on
-another machine need not be bit-identical, so a different hash only warns.
+If a file is missing or corrupt, `load_pretrained` says so and names the command
+that rebuilds it; only with `retrain_if_missing=True` does it retrain (minutes on
+a laptop CPU) and save it. A retrained model on another machine need not be
+bit-identical, so a different hash only warns.
 """
 
 from __future__ import annotations
@@ -93,14 +94,15 @@ def build_pretrained(name: str, root: str | Path = PACKAGE_DIR, progress: bool =
     return path
 
 
-def load_pretrained(name: str, device: str = "cpu", retrain_if_missing: bool = True,
+def load_pretrained(name: str, device: str = "cpu", retrain_if_missing: bool = False,
                     root: str | Path = PACKAGE_DIR, progress: bool = True
                     ) -> tuple[nn.Module, GaussianDiffusion, TrainConfig]:
     """(EMA network in eval mode, its diffusion, its TrainConfig) for a registered name.
 
     The checkpoint's files must match the sha256 in its state.json and its
-    architecture and schedule the recorded config; otherwise (or if it is
-    missing) it is retrained with the recorded config when `retrain_if_missing`.
+    architecture and schedule the recorded config. Otherwise (or if it is missing)
+    it raises CheckpointError naming the command that rebuilds it, or, with
+    `retrain_if_missing`, retrains it from the recorded config first.
     """
     spec = _spec(name)
     path = Path(root) / name
@@ -108,7 +110,9 @@ def load_pretrained(name: str, device: str = "cpu", retrain_if_missing: bool = T
         ckpt = read_checkpoint(path, expected=spec.config)
     except CheckpointError as e:
         if not retrain_if_missing:
-            raise
+            raise CheckpointError(f"pretrained {name!r}: {e}. Rebuild it with "
+                                  f"load_pretrained({name!r}, retrain_if_missing=True) or "
+                                  f"`{spec.command}` and build_pretrained({name!r})") from None
         print(f"pretrained {name!r}: {e}\nretraining it with the recorded config "
               f"(`{spec.command}`); this takes a few minutes on a CPU")
         build_pretrained(name, root, progress)

@@ -168,8 +168,9 @@ def check_recipe(config: TrainConfig) -> None:
     have = sample_shape_of(cfg)
     if have != spec.shape:
         shape = "x".join(map(str, have))
+        net = "an MLP" if isinstance(cfg, MLPConfig) else "a UNet"
         raise ValueError(f"model_preset={config.model_preset!r} with overrides "
-                         f"{config.model_overrides or '{}'} builds a {type(cfg).__name__[:-6]} for "
+                         f"{config.model_overrides or '{}'} builds {net} for "
                          f"examples of shape {shape}, but {spec.describe()}: use model_preset "
                          f"'auto' or {spec.preset!r}")
     if cfg.learn_sigma != (config.model_var == "learned_range"):

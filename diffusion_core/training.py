@@ -108,7 +108,8 @@ class ImportanceSampler(UniformSampler):
         T, H = self.losses.shape
         t = t.to(self.device).long()
         losses = losses.detach().to(self.device, torch.float64)
-        n = torch.bincount(t, minlength=T)  # (T,) new losses per t
+        n = torch.zeros(T, dtype=torch.long, device=self.device).index_add_(  # (T,) new per t
+            0, t, torch.ones_like(t))  # (bincount would read its maximum back on a GPU)
         # Each t's history shifts left by its n new losses...
         src = torch.arange(H, device=self.device) + n[:, None]  # (T, H) old column of each slot
         kept = torch.gather(self.losses, 1, src.clamp(max=H - 1))
@@ -344,6 +345,8 @@ class TrainResult:
     history: list[float]  # the loss at every step since step 1 (the mean over the ranks)
     step: int
     steps_per_sec: float  # over the steps this call ran (0 if it ran none)
+    rank: int = 0  # this process's rank under torchrun
+    world_size: int = 1
 
 
 def warmup_factor(warmup_steps: int):
@@ -393,7 +396,9 @@ def _train(config: TrainConfig, dist: Distributed, resume: bool, progress: bool)
         data = data.contiguous(memory_format=torch.channels_last)
     diffusion = build_diffusion(config)
     ema = EMA(model, config.ema_decay) if dist.is_main else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # On a GPU the fused AdamW keeps its step counters on the device: one kernel, no host reads.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=device.type == "cuda" or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(config.warmup_steps))
     sampler = make_timestep_sampler(config.timestep_sampler, config.T, device)
     seed = rank_seed(config.seed, dist.rank, dist.world_size)
@@ -466,7 +471,8 @@ def _train(config: TrainConfig, dist: Distributed, resume: bool, progress: bool)
     elapsed = time.perf_counter() - start
     model.eval()
     return TrainResult(model, ema.module if ema is not None else None, diffusion, config, history,
-                       step, (step - start_step) / elapsed if step > start_step else 0.0)
+                       step, (step - start_step) / elapsed if step > start_step else 0.0,
+                       dist.rank, dist.world_size)
 
 
 def read_config(path: str | Path) -> TrainConfig:

@@ -267,7 +267,8 @@ def test_load_pretrained_retrains_a_missing_checkpoint(tmp_path, monkeypatch, ca
     with pytest.raises(CheckpointError, match="no checkpoint"):
         pretrained.load_pretrained("tiny", root=tmp_path, retrain_if_missing=False)
     with pytest.warns(UserWarning, match="sha256"):
-        model, _, got = pretrained.load_pretrained("tiny", root=tmp_path, progress=False)
+        model, _, got = pretrained.load_pretrained("tiny", root=tmp_path, progress=False,
+                                                   retrain_if_missing=True)
     assert "retraining" in capsys.readouterr().out
     assert got == config and {p.name for p in (tmp_path / "tiny").iterdir()} == \
         {"ema.safetensors", "state.json"}

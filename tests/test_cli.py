@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 
 from diffusion_core.cli import build_parser, config_from_args, main
@@ -58,6 +59,18 @@ def test_train_sample_nll_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     image = matplotlib.image.imread(png)
     assert image.shape[:2] == (2 * 8 + 3 * 2, 3 * 8 + 4 * 2)  # 2 rows x 3 of 8x8, padding 2
+
+    # .npz: the raw samples (the same seed draws the same samples), and the grid beside them
+    npz = tmp_path / "samples.npz"
+    out = run_cli("sample", "--checkpoint", str(run), "--n", "6", "--nrow", "3",
+                  "--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--out", str(npz), "--quiet")
+    assert out.returncode == 0, out.stderr
+    with np.load(npz) as f:
+        samples, pixels = f["samples"], f["arr_0"]
+    assert samples.shape == (6, 1, 8, 8) and samples.dtype == np.float32
+    assert pixels.shape == (6, 8, 8, 1) and pixels.dtype == np.uint8
+    assert np.abs(pixels[..., 0] / 127.5 - 1 - samples[:, 0].clip(-1, 1)).max() <= 0.5 / 127.5 + 1e-6
+    assert np.array_equal(matplotlib.image.imread(tmp_path / "samples.png"), image)
 
     out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--snap-levels", "--quiet")
     assert out.returncode == 0, out.stderr

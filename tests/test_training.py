@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -200,3 +202,120 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, se
     after = read_checkpoint(out)
     assert after.step == 4
     assert {p.name: p.read_bytes() for p in after.path.iterdir()} == files
+
+
+# ---- no host reads inside a step --------------------------------------------------------------
+
+
+class HostReads:
+    """Counts reads of tensor values back to the host, and copies of the schedule's tables.
+
+    Reads made inside torch.optim are not counted: AdamW's step counters are host
+    tensors by design (on a GPU, PyTorch keeps them on the CPU, or on the device with
+    the fused AdamW the loop uses there), so reading them never waits on the device.
+    """
+
+    READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu")
+
+    def __init__(self, monkeypatch, diffusion=None):
+        self.reads: list[str] = []  # the file each read came from
+        self.copies = 0
+        self.tables = {id(v) for v in diffusion.tables.values()} if diffusion else set()
+        for name in self.READS:
+            monkeypatch.setattr(torch.Tensor, name, self._reader(getattr(torch.Tensor, name)))
+        real_to = torch.Tensor.to
+
+        def to(tensor, *args, **kwargs):
+            self.copies += id(tensor) in self.tables or (not self.tables and tensor.dim() == 1
+                                                         and tensor.shape[0] == 100)
+            return real_to(tensor, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, "to", to)
+
+    def _reader(self, real):
+        def read(tensor, *args, **kwargs):
+            frame = sys._getframe(1)
+            files = []
+            while frame is not None and len(files) < 8:
+                files.append(frame.f_code.co_filename)
+                frame = frame.f_back
+            if not any(f"torch{os.sep}optim{os.sep}" in f for f in files):
+                self.reads.append(files[0])
+            return real(tensor, *args, **kwargs)
+        return read
+
+
+LOSSES = [("simple", "fixed_small"), ("hybrid", "learned_range"), ("vlb", "fixed_small")]
+
+
+@pytest.mark.parametrize("loss_type,model_var", LOSSES)
+def test_the_loss_of_a_step_reads_nothing_back_and_copies_no_table(monkeypatch, loss_type, model_var):
+    config = tiny_config(loss_type=loss_type, model_var=model_var)
+    model, diffusion = build_model(config), build_diffusion(config)
+    x0 = torch.rand(8, 1, 8, 8) * 2 - 1
+    t = torch.tensor([0, 1, 2, 10, 50, 98, 99, 0])  # t = 0: the decoder term too
+    noise = torch.randn_like(x0)
+    first = HostReads(monkeypatch, diffusion)
+    diffusion._training_losses(model, x0, t, noise, loss_type)
+    assert first.reads == [] and first.copies <= len(diffusion.tables)  # each table once at most
+    monkeypatch.undo()
+    again = HostReads(monkeypatch, diffusion)
+    out = diffusion._training_losses(model, x0, t, noise, loss_type)
+    out["loss"].sum().backward()
+    assert again.reads == [] and again.copies == 0
+    monkeypatch.undo()
+    # The public method checks its inputs first: those reads, and only those.
+    public = HostReads(monkeypatch, diffusion)
+    checked = diffusion.training_losses(model, x0, t, noise, loss_type)
+    assert public.reads and all(f.endswith(f"diffusion_core{os.sep}_checks.py") for f in public.reads)
+    assert len(public.reads) <= 6 and public.copies == 0
+    assert torch.equal(checked["loss"], out["loss"])
+
+
+@pytest.mark.parametrize("loss_type,model_var", LOSSES)
+def test_training_reads_the_loss_once_per_logging_interval(monkeypatch, loss_type, model_var):
+    """Reads and table copies of a run of 30 steps minus a run of 10: the 20 extra steps
+    read the device twice (log_every = 10) and copy no table."""
+    counts = []
+    for steps in (10, 30):
+        config = tiny_config(steps=steps, loss_type=loss_type, model_var=model_var, log_every=10,
+                             timestep_sampler="importance", batch_size=8)
+        counter = HostReads(monkeypatch)
+        train(config, progress=False)
+        counts.append((len(counter.reads), counter.copies))
+        monkeypatch.undo()
+    assert counts[1][0] - counts[0][0] == 2, counts
+    assert counts[1][1] == counts[0][1], counts
+
+
+def test_the_metrics_log_has_a_line_per_interval(tmp_path):
+    config = tiny_config(steps=25, log_every=10, checkpoint_every=100, out_dir=str(tmp_path))
+    result = train(config, progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [10, 20, 25]
+    for r, (a, b) in zip(lines, [(0, 10), (10, 20), (20, 25)], strict=True):
+        assert r["loss"] == pytest.approx(np.mean(result.history[a:b]), rel=1e-6)
+        assert r["images_per_sec"] > 0 and r["lr"] == pytest.approx(config.lr)
+        assert len(r["loss_by_t_quartile"]) == 4
+    # The per-example losses by quarter of t average to the loss (uniform weights are 1):
+    # 32 x 10 examples per interval, so each quarter holds some.
+    q = lines[0]["loss_by_t_quartile"]
+    assert all(v is not None and v > 0 for v in q)
+    assert min(q) < lines[0]["loss"] < max(q)
+
+
+def test_a_vectorised_importance_update_equals_the_sequential_one(seed):
+    """Many losses per t in one batch, in order: the history keeps the last 10 of each t."""
+    rng = np.random.default_rng(seed)
+    T, H = 7, 10
+    s = ImportanceSampler(T, history=H)
+    expected = [[] for _ in range(T)]
+    for batch in (3, 40, 1, 25):
+        t = rng.integers(0, T, batch)
+        losses = rng.random(batch)
+        s.update(torch.from_numpy(t), torch.from_numpy(losses))
+        for ti, li in zip(t, losses, strict=True):
+            expected[ti].append(li)
+    for ti in range(T):
+        last = expected[ti][-H:]
+        assert s.counts[ti].item() == len(last)
+        assert s.losses[ti, H - len(last):].tolist() == last

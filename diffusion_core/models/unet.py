@@ -47,6 +47,10 @@ class UNetConfig:
     num_heads: int = 1
 
     def __post_init__(self) -> None:
+        for name in ("channel_mult", "attention_resolutions"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise ValueError(f"{name} must be a tuple of positive integers, e.g. (1, 2), "
+                                 f"got {getattr(self, name)!r}")
         self.channel_mult = tuple(self.channel_mult)
         self.attention_resolutions = tuple(self.attention_resolutions)
         for name in ("image_size", "in_channels", "base_channels", "num_res_blocks",
