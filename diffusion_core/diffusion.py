@@ -272,16 +272,22 @@ class GaussianDiffusion:
             check_in_unit_range(x0[t == 0], "x0")
         return self._vb_terms(x0, x_t, t, eps, v, clip_denoised)
 
-    def _vb_terms(self, x0, x_t, t, eps, v, clip_denoised):
-        true_mean, _, true_log_variance = self._posterior(x0, x_t, t)
+    def _vb_terms(self, x0, x_t, t, eps, v, clip_denoised, all_first: bool | None = None):
+        """`all_first`: True if every t is 0, False if none is, None if not known on the host."""
         out = self._p_from_output(x_t, t, eps, v, clip_denoised)
-        kl = mean_flat(_normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]))
-        # The decoder is evaluated for every example and kept where t = 0: selecting
-        # the rows first would need their count on the host.
-        decoder_nll = -mean_flat(_discretized_gaussian_log_likelihood(
-            x0, out["mean"], 0.5 * out["log_variance"], self.num_levels))
-        bpd = torch.where(t == 0, decoder_nll, kl) / math.log(2.0)
-        return {"output": bpd, "pred_x0": out["pred_x0"]}
+        if all_first is not True:
+            true_mean, _, true_log_variance = self._posterior(x0, x_t, t)
+            kl = mean_flat(_normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]))
+        if all_first is not False:
+            decoder_nll = -mean_flat(_discretized_gaussian_log_likelihood(
+                x0, out["mean"], 0.5 * out["log_variance"], self.num_levels))
+        if all_first is None:
+            # Both terms for every example, each kept where it belongs: selecting the rows
+            # with t = 0 first would need their count on the host.
+            bpd = torch.where(t == 0, decoder_nll, kl)
+        else:
+            bpd = decoder_nll if all_first else kl
+        return {"output": bpd / math.log(2.0), "pred_x0": out["pred_x0"]}
 
     def training_losses(self, model: Model, x0: torch.Tensor, t: torch.Tensor,
                         noise: torch.Tensor | None = None, loss_type: str = "simple",
@@ -345,7 +351,7 @@ class GaussianDiffusion:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t = self._q_sample(x0, t, noise)
             eps, v = self.model_output(model, x_t, t)
-            vb[:, i] = self._vb_terms(x0, x_t, t, eps, v, clip_denoised)["output"]
+            vb[:, i] = self._vb_terms(x0, x_t, t, eps, v, clip_denoised, all_first=i == 0)["output"]
             mse[:, i] = mean_flat((eps - noise) ** 2)
         prior = self._prior_bpd(x0)
         return {"total_bpd": vb.sum(dim=1) + prior, "prior_bpd": prior, "vb": vb, "mse": mse}
