@@ -46,7 +46,7 @@ import scipy.integrate
 import scipy.stats
 import torch
 
-from diffusion_core import GaussianDiffusion, make_schedule, normal_kl
+from diffusion_core import GaussianDiffusion, distributions, make_schedule, normal_kl
 from diffusion_core.data import load_digits
 from diffusion_core.notebook import book_seed, glue, setup
 
@@ -98,13 +98,16 @@ f64 = torch.float64
 # and the variances agree.
 #
 # The library's `normal_kl` implements {eq}`kl-gauss` elementwise, taking log-variances (the
-# form networks predict, always positive after `exp`), in nats:
+# form networks predict, always positive after `exp`), in nats. It checks its inputs once and
+# hands them to `_normal_kl`, the formula alone, which the training loop calls directly (the
+# checks read values back from the device, and a step on a GPU should never wait for that):
 
 # %%
 print(inspect.getsource(normal_kl))
+print(inspect.getsource(distributions._normal_kl))
 
 # %% [markdown]
-# After the input checks, the last line is {eq}`kl-gauss` with the $\tfrac12$ taken out:
+# The last line is {eq}`kl-gauss` with the $\tfrac12$ taken out:
 # $\log(\sigma_2/\sigma_1) = \tfrac12(\texttt{logvar2} - \texttt{logvar1})$ and
 # $\sigma_1^2/\sigma_2^2 = e^{\texttt{logvar1} - \texttt{logvar2}}$.
 #
