@@ -148,7 +148,7 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float):
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.module = copy.deepcopy(model).eval()  # updated under no_grad
         self.decay = decay
         self.n_averaged = 0
 

@@ -170,9 +170,13 @@ assert err_var < 1e-12 and err_mean < 1e-12
 # The library implements {eq}`cf-closed-form` in two methods of `GaussianDiffusion`:
 # `q_mean_variance` returns the mean and variance, `q_sample` draws from it. Their
 # timestep argument is the 0-based index, so the paper's $x_t$ is `q_sample(x0, t - 1)`.
+# `q_sample` checks its arguments and hands them to `_q_sample`, the formula itself, which
+# the training loop calls directly (checks read values back from the device, and a step on a
+# GPU should not wait for that). `_at` picks the table's entry for each example's $t$:
 
 # %%
 print(inspect.getsource(GaussianDiffusion.q_sample))
+print(inspect.getsource(GaussianDiffusion._q_sample))
 
 # %% [markdown]
 # ## Checking it against the chain
