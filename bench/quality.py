@@ -4,7 +4,7 @@ of sampling steps, and held-out bits/dim next to two baselines. Writes bench/qua
     python bench/quality.py [--n 300] [--bpd-n 100] [--threads 2]
 
 Runs in the project's environment (diffusion_core and its dependencies; `make install`),
-not in bench/.venv. About 10 minutes on 2 CPU cores. Chapter 10 of the book plots the
+not in bench/.venv. About 10 minutes on 2 CPU cores. Chapter 11 of the book plots the
 curve from the JSON this writes.
 
 - Steps: one batch of starting noise x_T, the same for every sampler: DDPM's ancestral

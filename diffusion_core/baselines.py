@@ -97,7 +97,10 @@ class CategoricalBaseline:
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0 (add-α smoothing), got {alpha!r}")
         levels = _flat_levels(x_train, num_levels)  # (N, D)
-        counts = torch.nn.functional.one_hot(levels, num_levels).sum(dim=0).double()  # (D, L)
+        # counts[d, l] = how often pixel d takes level l; scatter_add, not one_hot: that would
+        # make an (N, D, L) tensor (14 GB for 9,000 MNIST images on 256 levels)
+        counts = torch.zeros(levels.shape[1], num_levels, dtype=torch.float64)  # (D, L)
+        counts.scatter_add_(1, levels.T, torch.ones(levels.T.shape, dtype=torch.float64))
         probs = (counts + alpha) / (levels.shape[0] + num_levels * alpha)
         return cls(probs.log(), num_levels)
 

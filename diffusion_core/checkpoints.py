@@ -92,18 +92,22 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
             for k, v in module.state_dict().items()}
 
 
-def save_checkpoint(path: str | Path, config: TrainConfig, step: int, ema: nn.Module,
+def save_checkpoint(path: str | Path, config: TrainConfig, step: int, ema: nn.Module | None,
                     model: nn.Module | None = None, optim_state: dict[str, Any] | None = None
                     ) -> Path:
     """Write a checkpoint directory atomically; `model` and `optim_state` are optional
-    (a shipped checkpoint stores the EMA weights only). Returns the path."""
+    (a shipped checkpoint stores the EMA weights only; a snapshot, the raw weights only:
+    then `ema` is None). Returns the path."""
+    if ema is None and model is None:
+        raise ValueError("save_checkpoint needs weights: ema, model or both")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     prev = path.with_name(path.name + ".prev")
     shutil.rmtree(tmp, ignore_errors=True)  # the debris of a killed save
     tmp.mkdir(parents=True)
 
-    save_file(_cpu_state(ema), tmp / EMA_FILE)
+    if ema is not None:
+        save_file(_cpu_state(ema), tmp / EMA_FILE)
     if model is not None:
         save_file(_cpu_state(model), tmp / MODEL_FILE)
     if optim_state is not None:

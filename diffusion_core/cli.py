@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -173,9 +174,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         save_grid_png(x[: args.grid], out, nrow=args.nrow)
     print(f"{args.n} samples ({args.sampler}, {steps} steps) in {elapsed:.1f} s; wrote {out}")
-    if args.evaluate:
+    if args.evaluate and config.dataset in ("mnist", "mnist9k"):
+        from .metrics import class_probs, confidence_stats
+        from .pretrained import load_mnist_classifier
+
+        stats = confidence_stats(class_probs(load_mnist_classifier(), x.cpu()))
+        shares = " ".join(f"{d}:{s:.1%}" for d, s in enumerate(stats["class_shares"]))
+        print(f"MNIST classifier: {stats['frac_confident']:.1%} of samples with confidence "
+              f">= 0.9; class shares {shares}")
+    elif args.evaluate:
         if config.dataset != "digits":
-            raise UsageError("--evaluate needs a digits model (it uses a digits classifier)")
+            raise UsageError("--evaluate needs a digits or MNIST model (it uses a classifier "
+                             "trained on that data)")
         from .baselines import evaluate_digit_samples
 
         ev = evaluate_digit_samples(x)
@@ -191,9 +201,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_nll(args: argparse.Namespace) -> int:
     model, diffusion, config = open_model(args)
-    if config.dataset not in ("digits", "mnist"):
-        raise UsageError(f"nll needs an image model (digits, mnist), this one is {config.dataset}")
+    if not config.spec.discrete:
+        raise UsageError(f"nll needs an image model (digits, mnist, mnist9k), this one is "
+                         f"{config.dataset}")
     device = next(model.parameters()).device
+    if args.data_dir:
+        config = dataclasses.replace(config, data_dir=args.data_dir)
     x0 = load_dataset(config, args.split)
     x0 = x0[: args.n] if args.n else x0
     denoisers = {"bound": model}
@@ -204,16 +217,24 @@ def cmd_nll(args: argparse.Namespace) -> int:
         generator = torch.Generator(device).manual_seed(args.seed)  # the same x_t draws for each
         terms = {"prior": [], "L_0": [], "sum of KL terms": [], "total": []}
         for batch in x0.split(args.batch_size):
-            out = diffusion.calc_bpd_loop(denoiser, batch.to(device), progress=not args.quiet,
-                                          generator=generator)
-            terms["prior"].append(out["prior_bpd"])
-            terms["L_0"].append(out["vb"][:, 0])
-            terms["sum of KL terms"].append(out["vb"][:, 1:].sum(dim=1))
-            terms["total"].append(out["total_bpd"])
-        print(f"{config.dataset} {args.split} split, {len(x0)} images, T={diffusion.T}, {label}; "
-              f"bits/dim (mean over images):")
+            batch = batch.to(device)
+            if args.t_samples:
+                out = diffusion.bpd_estimate(denoiser, batch, args.t_samples, generator=generator)
+                parts = out["prior_bpd"], out["decoder_bpd"], out["kl_bpd"], out["total_bpd"]
+            else:
+                out = diffusion.calc_bpd_loop(denoiser, batch, progress=not args.quiet,
+                                              generator=generator)
+                parts = out["prior_bpd"], out["vb"][:, 0], out["vb"][:, 1:].sum(dim=1), out["total_bpd"]
+            for values, part in zip(terms.values(), parts, strict=True):
+                values.append(part)
+        how = (f"{args.t_samples} stratified t per image" if args.t_samples
+               else f"all {diffusion.T} t per image")
+        print(f"{config.dataset} {args.split} split, {len(x0)} images, T={diffusion.T}, {label}, "
+              f"{how}; bits/dim (mean over images ± standard error):")
         for name, values in terms.items():
-            print(f"  {name:<16} {torch.cat(values).mean().item():.4f}")
+            v = torch.cat(values).double()
+            se = v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+            print(f"  {name:<16} {v.mean().item():.4f} ± {se:.4f}")
     if args.baselines:
         x_train = load_dataset(config, "train")
         print(f"baselines fitted on the {len(x_train)} training images, bits/dim on the same "
@@ -253,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (resumes from --out-dir)",
                        description="Train a denoiser. Unset options take TrainConfig's defaults.")
     p.add_argument("--config", help="a TrainConfig JSON file; options below override it")
-    p.add_argument("--dataset", help=f"digits, mnist or a 2-D toy (default {d.dataset})")
+    p.add_argument("--dataset", help=f"digits, mnist (60,000 MNIST training images, downloaded), mnist9k (the first "
+                        f"9,000 of MNIST's test split) or a 2-D toy (default {d.dataset})")
     p.add_argument("--data-dir", help="folder of the MNIST IDX files")
     p.add_argument("--model-preset", help="auto, digits, mnist, cifar10, mlp (default auto)")
     p.add_argument("--model", action="append", metavar="KEY=VALUE",
@@ -304,13 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=positive_int, default=100, help="at most this many in the grid")
     p.add_argument("--nrow", type=positive_int, default=10, help="images per grid row (default 10)")
     p.add_argument("--evaluate", action="store_true",
-                   help="digits: score the samples with a classifier trained on real digits")
+                   help="digits, MNIST: score the samples with a classifier trained on real digits")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("nll", help="held-out negative log-likelihood bound in bits/dim")
     _add_model_source(p)
     p.add_argument("--split", default="test", help="data split (default test)")
     p.add_argument("--n", type=int, default=0, help="use the first N images (default all)")
+    p.add_argument("--t-samples", type=positive_int, metavar="K",
+                   help="estimate the bound from K stratified timesteps per image (1 + K network "
+                        "calls, unbiased) instead of all T")
+    p.add_argument("--data-dir", help="folder of the MNIST IDX files, instead of the recorded one")
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--snap-levels", action="store_true",
                    help="also the bound with x0 rounded to the data's levels where the noise is "

@@ -352,6 +352,42 @@ def load_mnist(
     return x, torch.from_numpy(labels.astype(np.int64))  # (N, 1, 28, 28), (N,)
 
 
+# The test split ships with a checkout of the book (data/mnist, 1.6 MB); elsewhere it is fetched.
+MNIST_CHECKOUT_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
+MNIST_CACHE_DIR = Path.home() / ".cache" / "diffusion_core" / "mnist"
+
+
+def mnist_dir(download: bool = True) -> Path:
+    """A folder holding MNIST's test split: ``$MNIST_DIR`` if set, else the checkout's
+    ``data/mnist``, else ``~/.cache/diffusion_core/mnist``, where the files are downloaded
+    (md5-checked) if missing and ``download`` is True."""
+    if os.environ.get("MNIST_DIR"):
+        return Path(os.environ["MNIST_DIR"])
+    for folder in (MNIST_CHECKOUT_DIR, MNIST_CACHE_DIR):
+        if all(_find_idx(folder, base) for base in MNIST_FILES["test"]):
+            return folder
+    if download:
+        load_mnist(MNIST_CACHE_DIR, "test", download=True)
+    return MNIST_CACHE_DIR
+
+
+MNIST9K_TRAIN = 9000  # of the 10,000 test images: the first 9,000 train, the last 1,000 are held out
+
+
+def load_mnist9k(root: str | os.PathLike, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST's 10,000-image test split, cut in two for machines without the training split.
+
+    ``split="train"``: its first 9,000 images; ``"test"``: its last 1,000 (held out).
+    Returns ((N, 1, 28, 28) float32 in [-1, 1], (N,) int64 labels), read by ``load_mnist``.
+    The cut is fixed (no shuffle): the test file's order is the same everywhere.
+    """
+    if split not in MNIST_SPLITS:
+        raise ValueError(f"split must be one of {MNIST_SPLITS}, got {split!r}")
+    images, labels = load_mnist(root, "test")
+    part = slice(None, MNIST9K_TRAIN) if split == "train" else slice(MNIST9K_TRAIN, None)
+    return images[part], labels[part]
+
+
 def split_mnist_test(
     images: torch.Tensor, labels: torch.Tensor, n_heldout: int = 2000, seed: int = 0
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:

@@ -181,11 +181,28 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _outliers(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Images that are not digits, shaped like the batch x (B, C, H, W): half are x with
+    each image's pixels shuffled (the same ink, no shape), half smooth noise (uniform
+    noise at a quarter of the resolution, upsampled)."""
+    B, C, H, W = x.shape
+    flat = x.reshape(B, -1)
+    perm = torch.argsort(torch.rand(flat.shape, generator=gen), dim=1)
+    shuffled = flat.gather(1, perm).reshape(x.shape)
+    coarse = torch.rand(B, C, max(H // 4, 1), max(W // 4, 1), generator=gen) * 2 - 1
+    smooth = F.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
+    return torch.cat([shuffled[: B // 2], smooth[B // 2:]])
+
+
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, config: ClassifierConfig,
                      seed: int = 0, epochs: int = 20, batch_size: int = 64,
-                     lr: float = 3e-3) -> DigitClassifier:
+                     lr: float = 3e-3, outlier_exposure: bool = False) -> DigitClassifier:
     """Train a DigitClassifier with AdamW, a one-cycle learning rate and 1-pixel random
     shifts, on one thread. Reproducible for a seed (the global RNG is left as it was).
+
+    `outlier_exposure` (Hendrycks et al. 2019) adds, for every batch, as many non-digits
+    (`_outliers`) whose target is the uniform distribution over the classes: a classifier
+    that has seen what a digit is not gives noise and blobs low confidence.
 
     images: (N, C, H, W) in [-1, 1]; labels: (N,) class indices. Returns it frozen, in eval mode.
     For MNIST: ``(x, y), _ = split_mnist_test(*load_mnist(root))`` then
@@ -208,7 +225,10 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classif
     with _one_thread():
         for _ in range(epochs):
             for idx in torch.randperm(len(images), generator=gen).split(batch_size):
-                loss = F.cross_entropy(model(_random_shift(images[idx], gen)), labels[idx])
+                x = _random_shift(images[idx], gen)
+                loss = F.cross_entropy(model(x), labels[idx])
+                if outlier_exposure:  # cross-entropy to the uniform distribution
+                    loss = loss - 0.5 * model(_outliers(x, gen)).log_softmax(dim=1).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -13,14 +13,27 @@ bit-identical, so a different hash only warns.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from .checkpoints import EMA_FILE, CheckpointError, load_model, read_checkpoint, save_checkpoint
+from .checkpoints import (
+    EMA_FILE,
+    MODEL_FILE,
+    CheckpointError,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    sha256_file,
+)
+from .data import load_mnist9k
 from .diffusion import GaussianDiffusion
+from .metrics import ClassifierConfig, DigitClassifier, train_classifier
 from .recipe import TrainConfig
 from .training import train
 
@@ -34,9 +47,14 @@ class Pretrained:
     config: TrainConfig
     command: str  # trains `config` into config.out_dir; `build_pretrained` exports its EMA
     sha256: str  # of ema.safetensors as shipped
+    # Steps at which the raw (not averaged) weights were kept on the way, each with the sha256
+    # of its model.safetensors. Raw, because early on the EMA still holds much of the random
+    # initialisation (a fraction ema_decay^step of it).
+    snapshots: dict[int, str] = field(default_factory=dict)
 
 
 _DIGITS = TrainConfig(out_dir="runs/pretrained/digits_simple")
+MNIST_DATA_DIR = "data/mnist"  # the MNIST test split in a checkout of the book
 
 REGISTRY: dict[str, Pretrained] = {p.name: p for p in [
     Pretrained(
@@ -71,7 +89,25 @@ REGISTRY: dict[str, Pretrained] = {p.name: p for p in [
         "--steps 4000 --lr 0.001 --ema-decay 0.999 --out-dir runs/pretrained/toy_moons",
         "521d36950466c862bc924783b0e89da8672b278699f0ba24d4702da0718852f2",
     ),
+    Pretrained(
+        "mnist_simple",
+        "a small UNet (0.41M parameters) on 28x28 MNIST, 256 levels: ε-prediction, L_simple, "
+        "cosine schedule, T=1000; trained on the first 9,000 images of MNIST's test split "
+        "(dataset mnist9k: the last 1,000 are held out)",
+        TrainConfig(dataset="mnist9k", data_dir=MNIST_DATA_DIR,
+                    model_overrides={"base_channels": 16, "dropout": 0.0}, batch_size=64,
+                    lr=1e-3, ema_decay=0.998, steps=3000, out_dir="runs/pretrained/mnist_simple"),
+        f"python -m diffusion_core train --dataset mnist9k --data-dir {MNIST_DATA_DIR} "
+        "--model base_channels=16 --model dropout=0 --batch-size 64 --lr 0.001 "
+        "--ema-decay 0.998 --steps 3000 --out-dir runs/pretrained/mnist_simple",
+        "85de73bfd8a1133655b9960d44bd65505f47b7a9373e78e96550ce4ca79f3844",
+        {500: "f5fc1310c2e276e0336b9dc55519b71712823dba41fdc1bb1bf384c8d75d09df",
+         1000: "4705961a34f8adb2cbe92fdc920e194aa382a5758258e52bd2f779a1c7b07f75",
+         2000: "632a2d7d906f4edfe7a69c97840bd0c666fb511b0d33b9c8bb354ac3eab1a78c",
+         3000: "eff244a0c39907cb70eccac658dec27279986c7fb44ccda53d377ed841626695"},
+    ),
 ]}
+METRICS_FILE = "metrics.jsonl"  # the training log, shipped beside the weights
 
 
 def _spec(name: str) -> Pretrained:
@@ -80,24 +116,60 @@ def _spec(name: str) -> Pretrained:
     return REGISTRY[name]
 
 
-def build_pretrained(name: str, root: str | Path = PACKAGE_DIR, progress: bool = True) -> Path:
+def snapshot_dir(name: str, step: int, root: str | Path = PACKAGE_DIR) -> Path:
+    """Where the raw weights of `name` at training step `step` are kept."""
+    return Path(root) / f"{name}_snapshots" / f"step_{step:06d}"
+
+
+def build_pretrained(name: str, root: str | Path = PACKAGE_DIR, progress: bool = True,
+                     data_dir: str | None = None) -> Path:
     """Train `name` from its recorded config (resuming from its out_dir if the recorded
-    command already ran) and export the EMA weights to `root/name`."""
+    command already ran) and export the EMA weights and the training log to `root/name`.
+
+    The run stops at each snapshot step on the way to export that step's raw weights,
+    then resumes; resuming is bit-identical, so this is the recorded command's run.
+    `data_dir` replaces the recorded folder of the MNIST files.
+    """
     spec = _spec(name)
-    result = train(spec.config, progress=progress)
-    path = save_checkpoint(Path(root) / name, spec.config, result.step, result.ema_model)
-    got = read_checkpoint(path).state["sha256"][EMA_FILE]
-    if spec.sha256 and got != spec.sha256:
-        warnings.warn(f"retrained {name!r} has EMA sha256 {got}, the shipped one {spec.sha256} "
-                      "(expected on another machine or thread count; the model is still valid)",
-                      stacklevel=2)
+    config = spec.config if data_dir is None else dataclasses.replace(spec.config, data_dir=data_dir)
+    for step in sorted(set(spec.snapshots) | {config.steps}):
+        partial = dataclasses.replace(config, steps=step)
+        result = train(partial, progress=progress)
+        if step in spec.snapshots:
+            _export(snapshot_dir(name, step, root), partial, None, result.model, spec.snapshots[step])
+    path = _export(Path(root) / name, config, result.ema_model, None, spec.sha256)
+    if config.out_dir and (Path(config.out_dir) / METRICS_FILE).is_file():
+        shutil.copyfile(Path(config.out_dir) / METRICS_FILE, path / METRICS_FILE)
     return path
 
 
+def _export(path: Path, config: TrainConfig, ema: nn.Module | None, model: nn.Module | None,
+            recorded: str) -> Path:
+    path = save_checkpoint(path, config, config.steps, ema, model)
+    file = EMA_FILE if ema is not None else MODEL_FILE
+    got = read_checkpoint(path).state["sha256"][file]
+    if recorded and got != recorded:
+        warnings.warn(f"retrained {path} has {file} sha256 {got}, the shipped one {recorded} "
+                      "(expected on another machine or thread count; the model is still valid)",
+                      stacklevel=3)
+    return path
+
+
+def training_log(name: str, root: str | Path = PACKAGE_DIR) -> list[dict[str, Any]]:
+    """The shipped training log of `name`: one dict per logged step (step, loss,
+    loss_by_t_quartile, images_per_sec, lr), as `train` wrote it to metrics.jsonl."""
+    _spec(name)
+    file = Path(root) / name / METRICS_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"no training log at {file}; build_pretrained({name!r}) writes it")
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
 def load_pretrained(name: str, device: str = "cpu", retrain_if_missing: bool = False,
-                    root: str | Path = PACKAGE_DIR, progress: bool = True
+                    root: str | Path = PACKAGE_DIR, progress: bool = True, step: int | None = None
                     ) -> tuple[nn.Module, GaussianDiffusion, TrainConfig]:
-    """(EMA network in eval mode, its diffusion, its TrainConfig) for a registered name.
+    """(EMA network in eval mode, its diffusion, its TrainConfig) for a registered name;
+    with `step`, the raw weights of the same run at that snapshot step instead.
 
     The checkpoint's files must match the sha256 in its state.json and its
     architecture and schedule the recorded config. Otherwise (or if it is missing)
@@ -105,7 +177,11 @@ def load_pretrained(name: str, device: str = "cpu", retrain_if_missing: bool = F
     `retrain_if_missing`, retrains it from the recorded config first.
     """
     spec = _spec(name)
-    path = Path(root) / name
+    if step is not None and step not in spec.snapshots:
+        raise ValueError(f"step must be None (the final EMA weights) or one of {name!r}'s "
+                         f"snapshot steps {sorted(spec.snapshots)}, got {step!r}")
+    path = Path(root) / name if step is None else snapshot_dir(name, step, root)
+    recorded, file = (spec.sha256, EMA_FILE) if step is None else (spec.snapshots[step], MODEL_FILE)
     try:
         ckpt = read_checkpoint(path, expected=spec.config)
     except CheckpointError as e:
@@ -117,8 +193,55 @@ def load_pretrained(name: str, device: str = "cpu", retrain_if_missing: bool = F
               f"(`{spec.command}`); this takes a few minutes on a CPU")
         build_pretrained(name, root, progress)
         ckpt = read_checkpoint(path, expected=spec.config)
-    got = ckpt.state["sha256"].get(EMA_FILE)
-    if spec.sha256 and got != spec.sha256:
-        warnings.warn(f"pretrained {name!r}: EMA sha256 {got} differs from the recorded "
-                      f"{spec.sha256} (retrained on another machine?)", stacklevel=2)
-    return load_model(ckpt.path, expected=spec.config, device=device)
+    got = ckpt.state["sha256"].get(file)
+    if recorded and got != recorded:
+        warnings.warn(f"pretrained {name!r}: {file} sha256 {got} differs from the recorded "
+                      f"{recorded} (retrained on another machine?)", stacklevel=2)
+    return load_model(ckpt.path, expected=spec.config, device=device, ema=step is None)
+
+
+# -----------------------------------------------------------------------------
+# The MNIST yardstick: a classifier trained on the 9,000 training digits of mnist9k
+
+MNIST_CLASSIFIER = "mnist9k_classifier"
+MNIST_CLASSIFIER_CONFIG = ClassifierConfig(image_size=28)
+MNIST_CLASSIFIER_EPOCHS = 8
+MNIST_CLASSIFIER_COMMAND = ("python -c 'from diffusion_core.pretrained import build_mnist_classifier; "
+                            "build_mnist_classifier(\"data/mnist\")'")
+MNIST_CLASSIFIER_SHA256 = "65a68ccd58019a12a5510e03528a113cee93a011c833d79913e3a086926ae98f"
+CLASSIFIER_FILE = "classifier.safetensors"
+
+
+def build_mnist_classifier(data_dir: str | Path, root: str | Path = PACKAGE_DIR) -> Path:
+    """Train the MNIST classifier on the first 9,000 test-split images (one thread, seed 0,
+    about five minutes) and save its weights to `root/mnist9k_classifier`."""
+    from safetensors.torch import save_file
+
+    x, y = load_mnist9k(data_dir, "train")
+    model = train_classifier(x, y, MNIST_CLASSIFIER_CONFIG, seed=0, epochs=MNIST_CLASSIFIER_EPOCHS,
+                             outlier_exposure=True)
+    path = Path(root) / MNIST_CLASSIFIER
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / (CLASSIFIER_FILE + ".tmp")
+    save_file(model.state_dict(), tmp)
+    tmp.replace(path / CLASSIFIER_FILE)
+    return path / CLASSIFIER_FILE
+
+
+def load_mnist_classifier(root: str | Path = PACKAGE_DIR) -> DigitClassifier:
+    """The shipped MNIST classifier (frozen, eval mode), its file checked against the
+    recorded sha256; a missing or changed file raises CheckpointError naming the command
+    that rebuilds it."""
+    from safetensors.torch import load_file
+
+    file = Path(root) / MNIST_CLASSIFIER / CLASSIFIER_FILE
+    rebuild = f"rebuild it with `{MNIST_CLASSIFIER_COMMAND}`"
+    if not file.is_file():
+        raise CheckpointError(f"no MNIST classifier at {file}; {rebuild}")
+    got = sha256_file(file)
+    if MNIST_CLASSIFIER_SHA256 and got != MNIST_CLASSIFIER_SHA256:
+        raise CheckpointError(f"{file} has sha256 {got}, not the recorded "
+                              f"{MNIST_CLASSIFIER_SHA256}; {rebuild}")
+    model = DigitClassifier(MNIST_CLASSIFIER_CONFIG)
+    model.load_state_dict(load_file(file))
+    return model.eval().requires_grad_(False)

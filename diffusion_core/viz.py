@@ -152,6 +152,39 @@ def frames_to_png(images: Sequence, titles: Sequence[str] | None = None, size_px
     return frames
 
 
+def rows_to_png(rows: Sequence, labels: Sequence[str], title: str | None = None,
+                cell_px: int = 84, dpi: int = 80) -> bytes:
+    """One scrubber frame: labelled rows of images at `cell_px` pixels per image.
+
+    rows: R batches (N, C, H, W) in [-1, 1] (clipped), the same N in each; labels: one
+    caption per row, written to its left (e.g. "x_t", "x̂_0"). Returns PNG bytes.
+    """
+    if len(rows) == 0 or len(labels) != len(rows):
+        raise ValueError(f"rows and labels must be non-empty and of equal length, got "
+                         f"{len(rows)} rows and {len(labels)} labels")
+    _check_positive_int(cell_px, "cell_px")
+    grids = [image_grid(row, nrow=len(row), padding=1) for row in rows]  # (h, w, C) each
+    if len({g.shape for g in grids}) != 1:
+        raise ValueError(f"every row must hold the same number of images of one shape, got "
+                         f"grids of shapes {[g.shape for g in grids]}")
+    n = len(rows[0])
+    label_px, title_px = 56, 20 if title else 0
+    width, height = label_px + n * cell_px, title_px + len(rows) * cell_px
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    for r, (grid, label) in enumerate(zip(grids, labels, strict=True)):
+        bottom = (len(rows) - 1 - r) * cell_px / height
+        ax = fig.add_axes((label_px / width, bottom, n * cell_px / width, cell_px / height))
+        _imshow_unit(ax, grid)
+        fig.text(label_px / 2 / width, bottom + cell_px / 2 / height, label, ha="center",
+                 va="center", fontsize=12)
+    if title:
+        fig.suptitle(title, y=1.0, va="top", fontsize=11)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def scrubber(frames_png: Sequence[bytes], values: Sequence[int], description: str = r"\(t\)",
              interval_ms: int = 200) -> widgets.VBox:
     """A Play button and a slider over `values` that flip through `frames_png`.

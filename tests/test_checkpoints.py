@@ -2,6 +2,7 @@
 verification on load, exact resume after kill -9, the shipped checkpoints."""
 
 import json
+import math
 import os
 import shlex
 import signal
@@ -244,7 +245,8 @@ def test_recorded_commands_parse_to_the_recorded_configs():
         assert config_from_args(build_parser().parse_args(argv[3:])) == spec.config, spec.name
 
 
-@pytest.mark.parametrize("name", ["digits_simple", "digits_vlb", "digits_hybrid", "toy_moons"])
+@pytest.mark.parametrize("name", ["digits_simple", "digits_vlb", "digits_hybrid", "toy_moons",
+                                  "mnist_simple"])
 def test_shipped_checkpoints_load_and_match_their_hash(name):
     from diffusion_core.pretrained import PACKAGE_DIR, REGISTRY, load_pretrained
 
@@ -271,7 +273,44 @@ def test_load_pretrained_retrains_a_missing_checkpoint(tmp_path, monkeypatch, ca
                                                    retrain_if_missing=True)
     assert "retraining" in capsys.readouterr().out
     assert got == config and {p.name for p in (tmp_path / "tiny").iterdir()} == \
-        {"ema.safetensors", "state.json"}
+        {"ema.safetensors", "state.json", "metrics.jsonl"}
     reference = load_model(tmp_path / "run")[0]  # the EMA of the run it trained
     for v1, v2 in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
         assert torch.equal(v1, v2)
+
+
+def test_shipped_snapshots_load_at_their_step_and_match_their_hash():
+    from diffusion_core.pretrained import REGISTRY, load_pretrained, snapshot_dir, training_log
+
+    spec = REGISTRY["mnist_simple"]
+    assert spec.snapshots and max(spec.snapshots) == spec.config.steps
+    for step, sha in spec.snapshots.items():
+        state = json.loads((snapshot_dir("mnist_simple", step) / "state.json").read_text())
+        assert state["sha256"] == {"model.safetensors": sha} and state["step"] == step
+        model, _, config = load_pretrained("mnist_simple", step=step)
+        assert config.steps == step and not model.training
+    with pytest.raises(ValueError, match=r"step must be None \(the final EMA weights\) or one"):
+        load_pretrained("mnist_simple", step=123)
+    log = training_log("mnist_simple")  # the run's metrics.jsonl, one line per 50 steps
+    assert [r["step"] for r in log] == list(range(50, spec.config.steps + 1, 50))
+    assert all(math.isfinite(r["loss"]) for r in log) and log[-1]["loss"] < log[0]["loss"] / 5
+
+
+def test_build_pretrained_keeps_snapshots_equal_to_a_run_stopped_there(tmp_path, monkeypatch, seed):
+    """The snapshot at step 3 of a 6-step build holds the raw weights of a separate run of
+    3 steps; the final checkpoint the EMA of an uninterrupted 6-step run."""
+    from diffusion_core import pretrained
+
+    config = tiny_config(out_dir=str(tmp_path / "run"), seed=seed)
+    spec = pretrained.Pretrained("tiny", "test", config, "python -m diffusion_core train", "",
+                                 {3: ""})
+    monkeypatch.setitem(pretrained.REGISTRY, "tiny", spec)
+    pretrained.build_pretrained("tiny", root=tmp_path / "weights", progress=False)
+    snap, _, snap_config = pretrained.load_pretrained("tiny", root=tmp_path / "weights", step=3)
+    final, _, _ = pretrained.load_pretrained("tiny", root=tmp_path / "weights")
+    short = train(tiny_config(out_dir=str(tmp_path / "short"), seed=seed, steps=3), progress=False)
+    straight = train(tiny_config(out_dir=str(tmp_path / "straight"), seed=seed), progress=False)
+    assert snap_config.steps == 3
+    for got, want in ((snap, short.model), (final, straight.ema_model)):
+        for v1, v2 in zip(got.state_dict().values(), want.state_dict().values(), strict=True):
+            assert torch.equal(v1, v2)

@@ -25,9 +25,9 @@ from diffusion_core.data import (
     toy_2d,
 )
 
-# The shared MNIST test split beside the checkout, or where MNIST_TEST_DIR says.
+# The MNIST test split shipped in the checkout (data/mnist), or where MNIST_TEST_DIR says.
 MNIST_DIR = Path(os.environ.get("MNIST_TEST_DIR",
-                                Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+                                Path(__file__).resolve().parents[1] / "data" / "mnist"))
 T10K = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 # -----------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def mnist_gz_bytes():
     paths = [MNIST_DIR / f"{base}.gz" for base in T10K]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        pytest.skip(f"shared MNIST test split not found: {missing} absent from {MNIST_DIR}")
+        pytest.skip(f"MNIST test split not found: {missing} absent from {MNIST_DIR}")
     return {base: p.read_bytes() for base, p in zip(T10K, paths, strict=True)}
 
 
@@ -209,6 +209,19 @@ def test_mnist_test_split_contents(mnist_test, mnist_gz_bytes):
     raw_labels = np.frombuffer(gzip.decompress(mnist_gz_bytes[T10K[1]]), np.uint8, offset=8)
     assert np.array_equal(to_levels(x, MNIST_LEVELS).numpy().ravel(), raw_images)
     assert np.array_equal(y.numpy(), raw_labels)
+
+
+def test_mnist9k_is_the_test_split_cut_at_9000(mnist_test, mnist_gz_bytes, monkeypatch):
+    from diffusion_core.data import load_mnist9k, mnist_dir
+
+    x, y = mnist_test
+    (xa, ya), (xb, yb) = load_mnist9k(MNIST_DIR, "train"), load_mnist9k(MNIST_DIR, "test")
+    assert xa.shape == (9000, 1, 28, 28) and xb.shape == (1000, 1, 28, 28)
+    assert torch.equal(torch.cat([xa, xb]), x) and torch.equal(torch.cat([ya, yb]), y)
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_mnist9k(MNIST_DIR, "val")
+    monkeypatch.setenv("MNIST_DIR", str(MNIST_DIR))
+    assert mnist_dir(download=False) == MNIST_DIR
 
 
 def test_mnist_plain_files_equal_gz(tmp_path, mnist_test, mnist_gz_bytes):

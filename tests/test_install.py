@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import diffusion_core
-from diffusion_core.pretrained import PACKAGE_DIR, REGISTRY
+from diffusion_core.pretrained import CLASSIFIER_FILE, MNIST_CLASSIFIER, PACKAGE_DIR, REGISTRY, snapshot_dir
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_ROOT = Path(diffusion_core.__file__).resolve().parent
@@ -45,9 +45,17 @@ pytestmark = pytest.mark.skipif(_missing_build_tools() is not None, reason=str(_
 
 
 def _shipped_paths() -> list[str]:
-    """Archive paths of every registered model's files, relative to the package's parent."""
+    """Archive paths of every registered model's files (its snapshots' and training log
+    too, and the MNIST classifier's), relative to the package's parent."""
     weights = PACKAGE_DIR.resolve().relative_to(PACKAGE_ROOT.parent).as_posix()
-    return [f"{weights}/{name}/{file}" for name in REGISTRY for file in SHIPPED]
+    paths = [f"{weights}/{name}/{file}" for name in REGISTRY for file in SHIPPED]
+    for name, spec in REGISTRY.items():
+        for step in spec.snapshots:
+            snap = snapshot_dir(name, step).relative_to(PACKAGE_DIR).as_posix()
+            paths += [f"{weights}/{snap}/model.safetensors", f"{weights}/{snap}/state.json"]
+    paths += [f"{weights}/mnist_simple/metrics.jsonl",
+              f"{weights}/{MNIST_CLASSIFIER}/{CLASSIFIER_FILE}"]
+    return paths
 
 
 @pytest.fixture(scope="module")

@@ -254,3 +254,40 @@ def test_standard_errors_match_the_spread_of_repeated_measurements(generator):
         share_standard_error(1.5, 10)
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         share_standard_error(0.5, 0)
+
+
+def test_outlier_exposure_makes_non_digits_unconfident(classifier, seed, generator):
+    """The same training with outlier exposure: held-out digits are still recognised, but
+    uniform noise and pixel-shuffled digits no longer get confident answers."""
+    x, y = load_digits("train")
+    x_test, y_test = load_digits("test")
+    oe = train_classifier(x, y, ClassifierConfig(), seed=seed, outlier_exposure=True)
+    gen = generator(1)
+    noise = torch.rand(x_test.shape, generator=gen) * 2 - 1
+    shuffled = x_test.flatten(1)[:, torch.randperm(64, generator=gen)].view_as(x_test)
+    for name, junk in (("noise", noise), ("shuffled", shuffled)):
+        plain = confidence_stats(class_probs(classifier, junk))["frac_confident"]
+        exposed = confidence_stats(class_probs(oe, junk))["frac_confident"]
+        assert exposed < 0.05, (name, plain, exposed)  # 300 images: 15 may pass
+    z = (accuracy(oe, x_test, y_test) - 0.95) / math.sqrt(0.95 * 0.05 / len(y_test))
+    assert z > -5
+
+
+def test_the_shipped_mnist_classifier_knows_digits_from_non_digits(generator):
+    from diffusion_core.checkpoints import sha256_file
+    from diffusion_core.data import load_mnist9k, mnist_dir
+    from diffusion_core.pretrained import (
+        CLASSIFIER_FILE,
+        MNIST_CLASSIFIER,
+        MNIST_CLASSIFIER_SHA256,
+        PACKAGE_DIR,
+        load_mnist_classifier,
+    )
+
+    assert sha256_file(PACKAGE_DIR / MNIST_CLASSIFIER / CLASSIFIER_FILE) == MNIST_CLASSIFIER_SHA256
+    model = load_mnist_classifier()
+    x, y = load_mnist9k(mnist_dir(download=False), "test")  # held out from its training
+    z = (accuracy(model, x, y) - 0.97) / math.sqrt(0.97 * 0.03 / len(y))
+    assert z > -5
+    noise = torch.rand(x.shape, generator=generator(2)) * 2 - 1
+    assert confidence_stats(class_probs(model, noise))["frac_confident"] < 0.02

@@ -2,19 +2,23 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from diffusion_core.recipe import DATASET_SPECS, TrainConfig, build_model, load_dataset, sample_shape
 
+MNIST = str(Path(__file__).resolve().parents[1] / "data" / "mnist")  # shipped test split
 
-@pytest.mark.parametrize("name", ["digits", "two_moons", "checkerboard"])
+
+@pytest.mark.parametrize("name", ["digits", "two_moons", "checkerboard", "mnist9k"])
 def test_each_dataset_spec_describes_its_data(name):
     """The spec's shape and levels, checked against the loaded data itself."""
     spec = DATASET_SPECS[name]
-    x = load_dataset(TrainConfig(dataset=name))
-    assert tuple(x.shape[1:]) == spec.shape == sample_shape(TrainConfig(dataset=name))
+    config = TrainConfig(dataset=name, data_dir=MNIST if name == "mnist9k" else None)
+    x = load_dataset(config)
+    assert tuple(x.shape[1:]) == spec.shape == sample_shape(config)
     if spec.discrete:
         k = (x + 1) / 2 * (spec.num_levels - 1)  # level index of every value
         assert torch.allclose(k, k.round(), atol=1e-5) and k.min() >= 0
@@ -46,6 +50,8 @@ BAD = [  # (options, words the one-line error must contain)
     (dict(model_overrides={"learn_sigma": True}), ["learn_sigma=True", "model_var='fixed_small'"]),
     (dict(model_overrides={"channel_mult": 3}), ["channel_mult must be a tuple", "got 3"]),
     (dict(model_overrides={"in_channels": 3}), ["3x8x8", "1x8x8"]),
+    (dict(dataset="mnist9k"), ["dataset='mnist9k' needs data_dir"]),
+    (dict(dataset="mnist9k", data_dir="x", model_preset="digits"), ["1x8x8", "1x28x28"]),
 ]
 
 

@@ -211,3 +211,18 @@ def test_plot_sampler_sweep_error_bars():
     band = [p for p in ax.patches][0].get_extents()
     assert band.height > 0
     plt.close("all")
+
+
+def test_rows_to_png_lays_out_labelled_rows_at_the_asked_size():
+    white, black = torch.ones(5, 1, 28, 28), -torch.ones(5, 1, 28, 28)
+    png = viz.rows_to_png([white, black], ["x_t", "x̂_0"], title="t = 10", cell_px=84, dpi=80)
+    image = matplotlib.image.imread(io.BytesIO(png))  # (H, W, 4) in [0, 1]
+    assert image.shape[:2] == (20 + 2 * 84, 56 + 5 * 84)  # title + rows, labels + images
+    grey = image[..., :3].mean(axis=2)
+    for i in range(5):  # the centre of every cell: white in the top row, black below
+        x = 56 + i * 84 + 42
+        assert grey[20 + 42, x] > 0.95 and grey[20 + 84 + 42, x] < 0.05
+    with pytest.raises(ValueError, match="rows and labels"):
+        viz.rows_to_png([white], ["a", "b"])
+    with pytest.raises(ValueError, match="same number of images"):
+        viz.rows_to_png([white, black[:3]], ["a", "b"])

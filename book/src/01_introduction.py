@@ -63,7 +63,7 @@ g = setup(seed=0, threads=1)
 # - **sample** from it: produce new $x$ that look as if they came from $p_\text{data}$;
 # - **evaluate** it: compute (or bound) the likelihood $p_\theta(x)$ of a given $x$, which is
 #   how we train many models (maximum likelihood) and how we compare them (in bits per
-#   dimension, chapter 8).
+#   dimension, chapter 9).
 #
 # "Looks as if it came from $p_\text{data}$" hides two separate demands. Each sample should be
 # *good* (a sharp, plausible face), and the samples together should be *diverse*: they should
@@ -361,7 +361,7 @@ plt.show()
 # Expecting the loss to go to 0, or reading it as a measure of sample quality. Most of the
 # {glue:text}`last_loss:.2g` that remains is a floor no network can beat: at high noise
 # the best possible guess of $\varepsilon$ is its average given $x_t$, and the spread
-# around that average is left over ({doc}`11_score_langevin` computes the floor exactly for
+# around that average is left over ({doc}`12_score_langevin` computes the floor exactly for
 # two moons). The samples below are good all the same; judge them against held-out data,
 # as the last section does, not by the loss.
 # :::
@@ -525,10 +525,10 @@ assert below_in_se(coverage[fresh], coverage[upper], 1 / 3, paired=True) > 5  # 
 # 6. **The $\varepsilon$-parameterization and the simple loss** ({doc}`06_eps_parameterization`): from the bound to the loss we
 #    trained with above.
 # 7. **The UNet** ({doc}`07_unet`): the network that predicts the noise in images.
-# 8. **The discrete decoder and bits per dimension** ({doc}`08_discrete_decoder`): the likelihood of 8-bit images.
-# 9. **What came after** ({doc}`09_improved_ddpm`): the cosine schedule, learned variances and importance-sampled timesteps.
-# 10. **Sampling faster** ({doc}`10_fewer_steps`): strided sampling and the deterministic DDIM sampler.
-# 11. **Score matching and Langevin dynamics** ({doc}`11_score_langevin`): the same model seen as
+# 8. **The discrete decoder and bits per dimension** ({doc}`09_discrete_decoder`): the likelihood of 8-bit images.
+# 9. **What came after** ({doc}`10_improved_ddpm`): the cosine schedule, learned variances and importance-sampled timesteps.
+# 10. **Sampling faster** ({doc}`11_fewer_steps`): strided sampling and the deterministic DDIM sampler.
+# 11. **Score matching and Langevin dynamics** ({doc}`12_score_langevin`): the same model seen as
 #     an estimate of $\nabla_x \log p(x)$.
 #
 # ## Exercises

@@ -132,7 +132,7 @@ assert kl_small < 1e-3 < 0.05 < kl_large  # small steps: Gaussian; large steps: 
 # With $\beta_t = 0.001$ the exact reverse step is Gaussian to within
 # {glue:text}`kl_small_step:.1e` nats; with $\beta_t = 0.6$ it is bimodal and the best
 # Gaussian is {glue:text}`kl_large_step:.2f` nats away. This is why diffusion models use
-# hundreds or thousands of small steps, and why {doc}`10_fewer_steps` has to work to take
+# hundreds or thousands of small steps, and why {doc}`11_fewer_steps` has to work to take
 # fewer.
 
 # %% [markdown]
@@ -225,7 +225,7 @@ for _, m, m_num, v, v_num in rows:
 #   posterior {eq}`posterior`: a KL between two Gaussians, in closed form
 #   ({doc}`05_gaussian_kl`).
 # - $L_0$ is a reconstruction term: how well the last step decodes the data. For images
-#   it is a discrete likelihood over pixel values ({doc}`08_discrete_decoder`).
+#   it is a discrete likelihood over pixel values ({doc}`09_discrete_decoder`).
 #
 # In the library, `GaussianDiffusion.vb_terms_bpd(x0, x_t, t, eps)` takes the network's output
 # $\hat\varepsilon$ at $(x_t, t)$ and returns $L_{t-1}$ at index `t` $\ge 1$ and $L_0$ at index
@@ -340,7 +340,7 @@ assert first_tenth - 5 * share_se > 0.5  # far above the 10% of an even split
 # bits/dim (the mean over the 50 digits, ± its standard error). The terms are far from
 # equal: {glue:text}`share_first_tenth:.2g`% of it comes from the first tenth of the
 # steps, where the noise is small and the model must get fine details right; at large $t$
-# the posterior and the model agree closely and the terms are tiny. {doc}`09_improved_ddpm`
+# the posterior and the model agree closely and the terms are tiny. {doc}`10_improved_ddpm`
 # exploits this with importance-sampled timesteps.
 #
 # ## How tight is the bound?

@@ -403,7 +403,7 @@ assert grad_err < 1e-12
 # $\beta_t/\tilde\beta_t = (1-\bar\alpha_t)/(1-\bar\alpha_{t-1})$ that is largest at small $t$
 # and tends to 1 as $\bar\alpha_t \to 0$. DDPM found the two choices to give similar samples
 # {cite}`ho2020denoising`; for the likelihood the difference matters, which is why improved
-# DDPM learns the variance {cite}`nichol2021improved` (chapter 9).
+# DDPM learns the variance {cite}`nichol2021improved` (chapter 10).
 
 # %% tags=["nbval-ignore-output"]
 # Rounding-level numbers vary by machine: output not compared.

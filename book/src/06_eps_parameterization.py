@@ -262,7 +262,7 @@ glue("ratio_beta", float(weights["beta_t"].max() / weights["beta_t"].min()))
 glue("ratio_beta_tilde", float(weights["beta~_t"].max() / weights["beta~_t"].min()))
 glue("argmin_beta", int(weights["beta_t"].argmin() + 2))
 
-# the cosine schedule (chapter 9), which the book's digits models use; sigma^2 = beta~_t
+# the cosine schedule (chapter 10), which the book's digits models use; sigma^2 = beta~_t
 cos = make_schedule("cosine", 1000)
 lam_cos = (cos.betas[tt] / (2 * cos.alphas[tt] * (1 - cos.alphas_cumprod_prev[tt]))).numpy()
 print(f"cosine, sigma^2 = beta~_t: lambda_2 = {lam_cos[0]:.4f}, "
@@ -291,7 +291,7 @@ plt.show()
 # {glue:text}`ratio_beta:.0f` ($\sigma_t^2 = \beta_t$) or {glue:text}`ratio_beta_tilde:.0f`
 # ($\sigma_t^2 = \tilde\beta_t$) to its minimum near $t =$ {glue:text}`argmin_beta`. At small
 # $t$ the posterior is narrow, so an error in the predicted noise moves the mean by many
-# posterior standard deviations. The cosine schedule (dashed; {doc}`09_improved_ddpm`) has
+# posterior standard deviations. The cosine schedule (dashed; {doc}`10_improved_ddpm`) has
 # the same rise at small $t$ and a second one at the end, where its $\beta_t$ approaches 1:
 # $1/\sqrt{\alpha_t}$ in {eq}`mu-theta` then amplifies every error in $\varepsilon_\theta$, and
 # $\lambda_T$ = {glue:text}`lam_cos_T:.0f`. Its weights span a factor of
@@ -466,7 +466,7 @@ assert torch.allclose(out["mean"], eq11, atol=1e-5)
 
 # %% [markdown]
 # Algorithm 2 as a loop of our own, run on 50 evenly strided steps (the library's
-# `respaced` process, {doc}`10_fewer_steps`), reproduces the library's `sample_strided`
+# `respaced` process, {doc}`11_fewer_steps`), reproduces the library's `sample_strided`
 # when it consumes the random numbers in the same order:
 
 # %%
@@ -496,7 +496,7 @@ assert torch.allclose(ours, library, atol=1e-5)
 #
 # Now the comparison DDPM made on CIFAR-10, on digits. **Samples**: 256 from each model,
 # with the same random numbers, on 50 evenly strided steps (to save time;
-# {doc}`10_fewer_steps` shows this costs little); the figure shows the first 64.
+# {doc}`11_fewer_steps` shows this costs little); the figure shows the first 64.
 # **Quality**: the share of samples that a classifier trained on real digits recognises with
 # confidence at least 0.9 (`evaluate_digit_samples`; the same for held-out real digits is the
 # yardstick).
@@ -756,7 +756,7 @@ assert clip_excess.mean() > 3 * se(clip_excess)
 # 2. $\lambda_t = \beta_t^2 (1-\bar\alpha_t) / (2\beta_t(1-\bar\alpha_{t-1})\alpha_t(1-\bar\alpha_t))$,
 #    and the factors cancel. At $t = 1$, $\bar\alpha_0 = 1$ and $\tilde\beta_1 = 0$: the weight
 #    is infinite. But $t = 1$ is not a KL term of the bound; it is the decoder $L_0$
-#    ({doc}`04_variational_bound`, {doc}`08_discrete_decoder`), where the library uses
+#    ({doc}`04_variational_bound`, {doc}`09_discrete_decoder`), where the library uses
 #    $\tilde\beta_2$ as the variance.
 # 3. At every $t$: with clipping, the KL terms come out 20% to 100% smaller than
 #    $\lambda_t\|\varepsilon - \varepsilon_\theta\|^2$. Most digit pixels sit exactly at $-1$

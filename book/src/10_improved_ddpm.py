@@ -474,7 +474,7 @@ assert hybrid_minus_large.mean() < -3 * se(hybrid_minus_large)
 #
 # ## Samples
 #
-# Samples from both, with 100 evenly strided steps each ({doc}`10_fewer_steps` explains
+# Samples from both, with 100 evenly strided steps each ({doc}`11_fewer_steps` explains
 # the striding; a full 1000-step run would take more than this chapter's time budget):
 
 # %%

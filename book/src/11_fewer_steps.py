@@ -253,7 +253,7 @@ assert torch.allclose(x_ddim1, x_ddpm, rtol=0, atol=1e-12)
 #   true reverse conditional $q(x_{t-1} \mid x_t)$ is Gaussian, with variance
 #   $\tilde\beta_t + c_t^2\,\mathrm{Var}[x_0 \mid x_t]$, where $c_t$ is the coefficient of $x_0$ in
 #   the posterior mean: the fixed $\tilde\beta_t$ forgets that $x_0$ is uncertain. We hand it
-#   to the sampler as a "learned" variance ({doc}`09_improved_ddpm`): the $v$ that puts
+#   to the sampler as a "learned" variance ({doc}`10_improved_ddpm`): the $v$ that puts
 #   $\sigma_t^2$ at that value, between $\tilde\beta'_t$ and $\beta'_t$.
 
 # %%

@@ -491,7 +491,7 @@ assert diff_cat.mean() > 3 * standard_error(diff_cat)
 #   perfect denoiser. The baselines' numbers are exact.
 # - The model was trained with $L_\text{simple}$, the $\epsilon$-prediction loss without the
 #   per-$t$ weights that would make it the bound: it buys sample quality with likelihood.
-#   {doc}`09_improved_ddpm` trains the variances on the bound and does measurably better.
+#   {doc}`10_improved_ddpm` trains the variances on the bound and does measurably better.
 # - The bound is dominated by the smallest noise levels, where the denoiser must be
 #   precise to a fraction of a grey level: {glue:text}`share_small_t:.0f`% of it comes from
 #   $t = 2, \dots, 10$, 1% of the steps. A small network trained for a few minutes on 1497
@@ -619,7 +619,7 @@ plt.show()
 #
 # And a likelihood is not sample quality. The cell below draws digits from the per-pixel
 # categorical baseline, which beats the plain diffusion bound, and from the diffusion model
-# (50 strided steps, {doc}`10_fewer_steps`): only one of them draws digits.
+# (50 strided steps, {doc}`11_fewer_steps`): only one of them draws digits.
 
 # %%
 level_draws = torch.distributions.Categorical(logits=categorical.log_probs).sample((25,))  # (25, 64)
