@@ -346,7 +346,7 @@ plt.show()
 
 # %%
 # Most samples are recognised (the model's rate is about 70% with this sampler, measured on
-# 1,000 samples; 64 fall to half with probability near 1e-4), and far more than
+# 150 samples; 64 fall to half with probability near 1e-4), and far more than
 # non-digits are (binomial standard errors).
 assert conf > 0.5
 noise_conf = confidence_stats(refs["uniform noise"])["frac_confident"]
