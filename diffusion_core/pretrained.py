@@ -35,7 +35,7 @@ from .data import load_mnist9k
 from .diffusion import GaussianDiffusion
 from .metrics import ClassifierConfig, DigitClassifier, train_classifier
 from .recipe import TrainConfig
-from .training import train
+from .training import METRICS_FILE, train  # the training log, shipped beside the weights
 
 PACKAGE_DIR = Path(__file__).parent / "weights"  # not "checkpoints": that is the module checkpoints.py
 
@@ -107,7 +107,6 @@ REGISTRY: dict[str, Pretrained] = {p.name: p for p in [
          3000: "eff244a0c39907cb70eccac658dec27279986c7fb44ccda53d377ed841626695"},
     ),
 ]}
-METRICS_FILE = "metrics.jsonl"  # the training log, shipped beside the weights
 
 
 def _spec(name: str) -> Pretrained:
