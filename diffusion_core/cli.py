@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from .baselines import CategoricalBaseline, GMMBaseline
 from .checkpoints import CheckpointError, find_checkpoint, load_model
 from .diffusion import GaussianDiffusion, snap_to_levels
+from .metrics import standard_error
 from .recipe import TrainConfig, load_dataset, resolve_device, sample_shape
 from .sampling import sample_ddim, sample_ddpm, sample_strided
 from .training import read_config, train
@@ -233,7 +233,7 @@ def cmd_nll(args: argparse.Namespace) -> int:
               f"{how}; bits/dim (mean over images ± standard error):")
         for name, values in terms.items():
             v = torch.cat(values).double()
-            se = v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+            se = standard_error(v) if len(v) > 1 else float("nan")
             print(f"  {name:<16} {v.mean().item():.4f} ± {se:.4f}")
     if args.baselines:
         x_train = load_dataset(config, "train")
@@ -242,7 +242,9 @@ def cmd_nll(args: argparse.Namespace) -> int:
         baselines = {"per-pixel categorical": CategoricalBaseline.fit(x_train, diffusion.num_levels),
                      "Gaussian mixture": GMMBaseline.fit(x_train, diffusion.num_levels)}
         for name, baseline in baselines.items():
-            print(f"  {name:<21} {baseline.bits_per_dim(x0.cpu()).mean().item():.4f}")
+            v = baseline.bits_per_dim(x0.cpu()).double()
+            se = standard_error(v) if len(v) > 1 else float("nan")
+            print(f"  {name:<21} {v.mean().item():.4f} ± {se:.4f}")
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0
 

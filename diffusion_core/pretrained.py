@@ -96,15 +96,17 @@ REGISTRY: dict[str, Pretrained] = {p.name: p for p in [
         "(dataset mnist9k: the last 1,000 are held out)",
         TrainConfig(dataset="mnist9k", data_dir=MNIST_DATA_DIR,
                     model_overrides={"base_channels": 16, "dropout": 0.0}, batch_size=64,
-                    lr=1e-3, ema_decay=0.998, steps=3000, out_dir="runs/pretrained/mnist_simple"),
+                    lr=1e-3, ema_decay=0.998, steps=8000, out_dir="runs/pretrained/mnist_simple"),
         f"python -m diffusion_core train --dataset mnist9k --data-dir {MNIST_DATA_DIR} "
         "--model base_channels=16 --model dropout=0 --batch-size 64 --lr 0.001 "
-        "--ema-decay 0.998 --steps 3000 --out-dir runs/pretrained/mnist_simple",
-        "85de73bfd8a1133655b9960d44bd65505f47b7a9373e78e96550ce4ca79f3844",
+        "--ema-decay 0.998 --steps 8000 --out-dir runs/pretrained/mnist_simple",
+        "6663e27fcf69c8d746bcb39b28ce8eb18b8c093b8d3d7845c8e283593a8dfcd6",
         {500: "f5fc1310c2e276e0336b9dc55519b71712823dba41fdc1bb1bf384c8d75d09df",
          1000: "4705961a34f8adb2cbe92fdc920e194aa382a5758258e52bd2f779a1c7b07f75",
          2000: "632a2d7d906f4edfe7a69c97840bd0c666fb511b0d33b9c8bb354ac3eab1a78c",
-         3000: "eff244a0c39907cb70eccac658dec27279986c7fb44ccda53d377ed841626695"},
+         3000: "eff244a0c39907cb70eccac658dec27279986c7fb44ccda53d377ed841626695",
+         5000: "53bbf8b568acff2f3a198f884c602b36aa5aa4b5389512697ecc564d54c940bc",
+         8000: "67b38702cecb5178aed616b0abd5d275004ec56018176898598fa91db81af1e3"},
     ),
 ]}
 

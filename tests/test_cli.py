@@ -81,6 +81,19 @@ def test_train_sample_nll_end_to_end(tmp_path):
         assert set(values) == {"prior", "L_0", "sum", "total"}
         assert values["total"] == pytest.approx(values["prior"] + values["L_0"] + values["sum"],
                                                 abs=2e-4)
+    exact = {line.split()[0]: (float(line.split()[-3]), float(line.split()[-1]))
+             for line in blocks[0][1:5]}
+
+    # --t-samples: the stratified estimate of the same bound, 3 timesteps per image
+    out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--t-samples", "3", "--quiet")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "digits test split, 4 images" in lines[0] and "3 stratified t per image" in lines[0]
+    estimate = {line.split()[0]: (float(line.split()[-3]), float(line.split()[-1]))
+                for line in lines[1:5]}
+    assert estimate["prior"][0] == pytest.approx(exact["prior"][0], abs=1e-4)  # no noise in L_T
+    (est, se_est), (ex, se_ex) = estimate["total"], exact["total"]
+    assert abs(est - ex) < 5 * (se_est**2 + se_ex**2) ** 0.5 + 0.05, (estimate, exact)
 
 
 def test_errors_exit_with_code_2_and_a_message(tmp_path, capsys):
@@ -97,3 +110,15 @@ def test_errors_exit_with_code_2_and_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["sample", "--n", "0"])
     assert e.value.code == 2
+
+
+def test_mnist_pretrained_samples_are_scored_by_the_mnist_classifier(tmp_path):
+    png = tmp_path / "mnist.png"
+    out = run_cli("sample", "--pretrained", "mnist_simple", "--n", "5", "--nrow", "5",
+                  "--sampler", "ddim", "--steps", "4", "--out", str(png), "--evaluate", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert matplotlib.image.imread(png).shape[:2] == (28 + 2 * 2, 5 * 28 + 6 * 2)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("MNIST classifier:"))
+    shares = [float(part.split(":")[1].rstrip("%")) for part in line.split("class shares ")[1].split()]
+    assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.5)
+    assert all(share % 20 == pytest.approx(0, abs=0.05) for share in shares)  # 5 samples: k/5 each

@@ -24,7 +24,7 @@
 #
 # **What you will learn**
 #
-# - What a small UNet (0.41M parameters) learns in a few thousand steps on a laptop CPU,
+# - What a small UNet (0.41M parameters) learns in 8,000 steps on a laptop CPU,
 #   seen through samples drawn from the same noise at each stage of training.
 # - How the network's guess $\hat x_0$ turns noise into a digit, at a size you can see.
 # - The model's held-out bits/dim, term by term, against two simple likelihood baselines.
@@ -83,7 +83,7 @@ plt.show()
 # The registry records the configuration, the exact command that trained the model and the
 # sha256 of the shipped weights. The network is the library's MNIST UNet preset made
 # narrower (16 channels at full resolution, 32 at $14\times14$ and $7\times7$, attention at
-# $7\times7$) and without dropout, so that it trains in about an hour on two CPU cores.
+# $7\times7$) and without dropout, so that it trains in under two hours on two CPU cores.
 
 # %%
 spec = REGISTRY["mnist_simple"]
@@ -96,6 +96,7 @@ print(f"parameters: {count_parameters(model):,}; T = {diffusion.T}, {config.sche
 print("raw weights also kept at steps", sorted(spec.snapshots))
 glue("n_params", count_parameters(model))
 glue("n_steps", config.steps)
+glue("n_epochs", config.steps * config.batch_size / len(x_train), digits=2)
 
 # %% [markdown]
 # The training log (`training_log`) is the `metrics.jsonl` the run wrote: every 50 steps,
@@ -132,7 +133,7 @@ print(f"training took about {wall / 60:.0f} minutes; mean loss over the last 500
 # %% [markdown]
 # ## Samples as training goes on
 #
-# The run kept its raw weights at steps 500, 1,000, 2,000 and at the end. Raw, not the
+# The run kept its raw weights at the steps printed above. Raw, not the
 # moving average that the final model ships: the EMA starts as a copy of the random
 # initial weights and moves a fraction $1 - 0.998$ of the way to the current weights at
 # each step, so after $n$ steps a fraction $0.998^n$ of it is still the random
@@ -359,10 +360,11 @@ assert shares.max() < 0.35
 # recognised with confidence of at least 0.9, against {glue:text}`conf_real:.0f`% of real
 # held-out digits (the classifier's held-out accuracy is {glue:text}`clf_acc:.1f`%).
 #
-# **Is the model copying its training set?** With 9,000 training images and thousands of steps
-# it could in principle have memorised some. For each sample, the nearest training image
-# (Euclidean distance in pixel space), compared with the same distance for real held-out
-# digits: a model that copies would sit much closer to the training set than fresh digits do.
+# **Is the model copying its training set?** With 9,000 training images, each seen about
+# {glue:text}`n_epochs:.0f` times, it could in principle have memorised some. For each
+# sample, the nearest training image (Euclidean distance in pixel space), compared with the
+# same distance for real held-out digits: a model that copies would sit much closer to the
+# training set than fresh digits do.
 
 # %%
 def nearest_train(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -499,6 +501,6 @@ assert q["frechet"] - real["frechet"] > -5 * se
 #    samples look alike in quality.
 # 2. With one timestep per image, each estimate is $(T-1)\,L_t$ at a random $t$: the rare
 #    draw of a small $t$, where the terms are large, makes the spread huge. Stratifying into
-#    $K$ quarters guarantees every region of $t$ is sampled once per image, which removes
+#    $K$ strata guarantees every region of $t$ is sampled once per image, which removes
 #    the between-region part of the variance.
 # :::
