@@ -1,5 +1,6 @@
 """Tests for the command line, `python -m diffusion_core train | sample | nll`."""
 
+import math
 import os
 import subprocess
 import sys
@@ -85,9 +86,15 @@ def test_train_sample_nll_end_to_end(tmp_path):
              for line in blocks[0][1:5]}
 
     # --t-samples: the stratified estimate of the same bound, 3 timesteps per image
-    out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--t-samples", "3", "--quiet")
+    out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--t-samples", "3", "--baselines",
+                  "--quiet")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
+    # both baselines scored on the same 4 images: exact discrete likelihoods, so between 0 and
+    # log2(17) bits/dim (the uniform over the 17 levels) or somewhat above for the mixture
+    start = next(i for i, line in enumerate(lines) if line.startswith("baselines fitted on the"))
+    categorical, mixture = (float(line.split()[-3]) for line in lines[start + 1:start + 3])
+    assert 0 < categorical < math.log2(17) and mixture > 0
     assert "digits test split, 4 images" in lines[0] and "3 stratified t per image" in lines[0]
     estimate = {line.split()[0]: (float(line.split()[-3]), float(line.split()[-1]))
                 for line in lines[1:5]}
