@@ -90,6 +90,12 @@ class CategoricalBaseline:
     log_probs: torch.Tensor  # (D, L) float64, log p_d(level)
     num_levels: int
 
+    @staticmethod
+    def variance_floor(num_levels: int) -> float:
+        """The smallest variance `fit` allows: that of a uniform over one bin of the
+        levels in [-1, 1], (2/(L-1))² / 12."""
+        return (2.0 / (num_levels - 1)) ** 2 / 12.0
+
     @classmethod
     def fit(cls, x_train: torch.Tensor, num_levels: int = DIGITS_LEVELS,
             alpha: float = 1.0) -> CategoricalBaseline:
@@ -159,6 +165,12 @@ class GMMBaseline:
         ll = discretized_gaussian_log_likelihood(grid, mean, self.log_scales[:, d], L)  # (L, K)
         return torch.logsumexp(self.log_weights + ll, dim=1).exp()
 
+    @staticmethod
+    def variance_floor(num_levels: int) -> float:
+        """The smallest variance `fit` allows: that of a uniform over one bin of the
+        levels in [-1, 1], (2/(L-1))² / 12."""
+        return (2.0 / (num_levels - 1)) ** 2 / 12.0
+
     @classmethod
     def fit(cls, x_train: torch.Tensor, num_levels: int = DIGITS_LEVELS,
             components: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64), seed: int = 0) -> GMMBaseline:
@@ -166,14 +178,14 @@ class GMMBaseline:
         one with the lowest BIC = -2 log p(train) + (#parameters) ln N, with the
         discrete likelihood (no held-out data is used to choose K).
 
-        The variance floor is the variance of a uniform over one bin, (2/(L-1))² / 12,
-        so that no component is sharper than the grid can resolve.
+        The variance floor is `variance_floor(num_levels)`, so that no component is
+        sharper than the grid can resolve.
         """
         from sklearn.mixture import GaussianMixture
 
         x = x_train.reshape(x_train.shape[0], -1).double()  # (N, D)
         N, D = x.shape
-        floor = (2.0 / (num_levels - 1)) ** 2 / 12.0
+        floor = cls.variance_floor(num_levels)
         best, bic = None, {}
         for K in components:
             gm = GaussianMixture(K, covariance_type="diag", reg_covar=floor, random_state=seed,

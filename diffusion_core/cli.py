@@ -199,6 +199,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 # nll
 
 
+def _mean_and_se(v: torch.Tensor) -> str:
+    """'mean ± standard error' of per-image values v (N,); the error is nan for one image."""
+    se = standard_error(v) if len(v) > 1 else float("nan")
+    return f"{v.double().mean().item():.4f} ± {se:.4f}"
+
+
 def cmd_nll(args: argparse.Namespace) -> int:
     model, diffusion, config = open_model(args)
     if not config.spec.discrete:
@@ -232,9 +238,7 @@ def cmd_nll(args: argparse.Namespace) -> int:
         print(f"{config.dataset} {args.split} split, {len(x0)} images, T={diffusion.T}, {label}, "
               f"{how}; bits/dim (mean over images ± standard error):")
         for name, values in terms.items():
-            v = torch.cat(values).double()
-            se = standard_error(v) if len(v) > 1 else float("nan")
-            print(f"  {name:<16} {v.mean().item():.4f} ± {se:.4f}")
+            print(f"  {name:<16} {_mean_and_se(torch.cat(values))}")
     if args.baselines:
         x_train = load_dataset(config, "train")
         x_mix, mix_options = x_train, {}
@@ -246,9 +250,7 @@ def cmd_nll(args: argparse.Namespace) -> int:
         baselines = {"per-pixel categorical": CategoricalBaseline.fit(x_train, diffusion.num_levels),
                      f"Gaussian mixture K={mixture.num_components}": mixture}
         for name, baseline in baselines.items():
-            v = baseline.bits_per_dim(x0.cpu()).double()
-            se = standard_error(v) if len(v) > 1 else float("nan")
-            print(f"  {name:<21} {v.mean().item():.4f} ± {se:.4f}")
+            print(f"  {name:<21} {_mean_and_se(baseline.bits_per_dim(x0.cpu()))}")
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0
 

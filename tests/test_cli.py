@@ -25,6 +25,11 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def mean_and_se(lines: list[str]) -> dict[str, tuple[float, float]]:
+    """{first word: (value, standard error)} of lines that end in 'value ± se'."""
+    return {line.split()[0]: (float(line.split()[-3]), float(line.split()[-1])) for line in lines}
+
+
 def test_help_works_for_every_command(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -78,26 +83,24 @@ def test_train_sample_nll_end_to_end(tmp_path):
     blocks = [b.splitlines() for b in out.stdout.split("digits test split, 4 images")[1:]]
     assert len(blocks) == 2 and "snapped to 17 levels" in blocks[1][0]
     for block in blocks:
-        values = {line.split()[0]: float(line.split()[-3]) for line in block[1:5]}  # value ± se
+        values = {name: value for name, (value, _) in mean_and_se(block[1:5]).items()}
         assert set(values) == {"prior", "L_0", "sum", "total"}
         assert values["total"] == pytest.approx(values["prior"] + values["L_0"] + values["sum"],
                                                 abs=2e-4)
-    exact = {line.split()[0]: (float(line.split()[-3]), float(line.split()[-1]))
-             for line in blocks[0][1:5]}
+    exact = mean_and_se(blocks[0][1:5])
 
     # --t-samples: the stratified estimate of the same bound, 3 timesteps per image
     out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--t-samples", "3", "--baselines",
                   "--quiet")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    # both baselines scored on the same 4 images: exact discrete likelihoods, so between 0 and
-    # log2(17) bits/dim (the uniform over the 17 levels) or somewhat above for the mixture
+    # both baselines scored on the same 4 images: exact discrete likelihoods, so positive, and
+    # the per-pixel categorical below log2(17) bits/dim (the uniform over the 17 levels)
     start = next(i for i, line in enumerate(lines) if line.startswith("baselines fitted on the"))
-    categorical, mixture = (float(line.split()[-3]) for line in lines[start + 1:start + 3])
+    categorical, mixture = (value for value, _ in mean_and_se(lines[start + 1:start + 3]).values())
     assert 0 < categorical < math.log2(17) and mixture > 0
     assert "digits test split, 4 images" in lines[0] and "3 stratified t per image" in lines[0]
-    estimate = {line.split()[0]: (float(line.split()[-3]), float(line.split()[-1]))
-                for line in lines[1:5]}
+    estimate = mean_and_se(lines[1:5])
     assert estimate["prior"][0] == pytest.approx(exact["prior"][0], abs=1e-4)  # no noise in L_T
     (est, se_est), (ex, se_ex) = estimate["total"], exact["total"]
     assert abs(est - ex) < 5 * (se_est**2 + se_ex**2) ** 0.5 + 0.05, (estimate, exact)

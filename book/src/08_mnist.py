@@ -251,8 +251,8 @@ glue("cat_gap_z", cat_gap.mean().item() / standard_error(cat_gap), digits=2)
 gmm_bpd = list(baseline_bpd.values())[1]
 glue("bpd_gmm", gmm_bpd.mean().item(), digits=2)
 # Why the mixture's mean is so high: pixels a component never saw inked get the smallest
-# variance allowed, that of a uniform over one grey level's bin (GMMBaseline.fit).
-floor_sd = math.sqrt((2 / (MNIST_LEVELS - 1)) ** 2 / 12)
+# variance allowed, that of a uniform over one grey level's bin.
+floor_sd = math.sqrt(GMMBaseline.variance_floor(MNIST_LEVELS))
 at_floor = (gmm.log_scales.exp() < 1.01 * floor_sd).sum(dim=1).double().mean().item()
 print(f"mixture: median {gmm_bpd.median():.2f} bits/dim; {(gmm_bpd > 20).sum()} of "
       f"{len(gmm_bpd)} held-out digits above 20 bits/dim; on average {at_floor:.0f} of the 784 "
