@@ -1,7 +1,7 @@
 """The quality yardstick for the shipped digits models: sample quality against the number
 of sampling steps, and held-out bits/dim next to two baselines. Writes bench/quality.json.
 
-    python bench/quality.py [--n 300] [--bpd-n 100] [--threads 2]
+    python bench/quality.py [--n 300] [--threads 2]
 
 Runs in the project's environment (diffusion_core and its dependencies; `make install`),
 not in bench/.venv. About 10 minutes on 2 CPU cores. Chapter 11 of the book plots the
@@ -14,10 +14,12 @@ curve from the JSON this writes.
   training digits, the share of confident samples (top probability >= 0.9), the entropy
   of the class shares, and the pixel spread. The floor: the same numbers for the held-out
   real digits (n = 300 of them, so use n = 300 samples for a like-for-like distance).
-- Bits/dim: `calc_bpd_loop` on the first `bpd-n` held-out digits, for the models trained
-  with L_simple, L_vlb and L_hybrid, each plain and with `snap_to_levels`, all with the
-  same x_t draws (paired), next to the per-pixel categorical and Gaussian mixture baselines
-  fitted on the training digits.
+- Bits/dim: read from the book's likelihood table (`diffusion_core.likelihoods`, made by
+  `python -m diffusion_core.likelihoods`): `calc_bpd_loop` on all 300 held-out digits for
+  the models trained with L_simple, L_vlb and L_hybrid, each plain and with
+  `snap_to_levels`, all with the same x_t draws (paired), next to the per-pixel categorical
+  and Gaussian mixture baselines fitted on the training digits. One table, so the bench and
+  the book cannot quote two numbers for one model.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from pathlib import Path
 import torch
 
 import diffusion_core
-from diffusion_core import sample_ddim, sample_ddpm, sample_strided, snap_to_levels, viz
-from diffusion_core.baselines import CategoricalBaseline, GMMBaseline
+from diffusion_core import sample_ddim, sample_ddpm, sample_strided, viz
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
-from diffusion_core.metrics import sample_yardsticks, standard_error, train_digit_classifier
+from diffusion_core.likelihoods import COMMAND, load_table
+from diffusion_core.metrics import sample_yardsticks, train_digit_classifier
 from diffusion_core.pretrained import load_pretrained
 
 HERE = Path(__file__).resolve().parent
@@ -76,32 +78,15 @@ def steps_sweep(n: int) -> dict:
     return {"n": n, "n_real": len(x_test), "rows": rows, "real": real}
 
 
-def bits_per_dim(n: int) -> dict:
-    x0 = load_digits("test")[0][:n]
-    out = {"n": n, "models": {}}
-    for name in BPD_MODELS:
-        model, diffusion, config = load_pretrained(name, progress=False)
-        for label, denoiser in (("plain", model), ("snapped", snap_to_levels(model, diffusion))):
-            start = time.perf_counter()
-            r = diffusion.calc_bpd_loop(denoiser, x0, generator=torch.Generator().manual_seed(0))
-            seconds = time.perf_counter() - start
-            total = r["total_bpd"]
-            out["models"][f"{name}, {label}"] = {
-                "loss_type": config.loss_type, "model_var": config.model_var, "snapped": label == "snapped",
-                "per_image": total.tolist(), "mean": total.mean().item(),
-                "se": standard_error(total),
-                "small_t": r["vb"][:, :10].sum(dim=1).mean().item(),  # the paper's t = 1..10
-                "seconds": seconds}
-            print(f"{name}, {label}: {total.mean().item():.3f} bits/dim ({seconds:.0f} s)", flush=True)
-    x_train, _ = load_digits("train")
-    for name, baseline in (("per-pixel categorical", CategoricalBaseline.fit(x_train)),
-                           ("Gaussian mixture", GMMBaseline.fit(x_train))):
-        bpd = baseline.bits_per_dim(x0)
-        out["models"][name] = {"per_image": bpd.tolist(), "mean": bpd.mean().item(),
-                               "se": standard_error(bpd)}
-        if isinstance(baseline, GMMBaseline):
-            out["models"][name]["components"] = baseline.num_components
-    return out
+def bits_per_dim() -> dict:
+    """The held-out bits/dim rows of the book's likelihood table (means, SEs, t = 1..50)."""
+    table = load_table()
+    models = {}
+    for key, row in table["rows"].items():
+        models[key] = {"mean": row["mean"], "se": row["se"]}
+        if "first_50" in row:
+            models[key]["first_50"] = row["first_50"]["mean"]
+    return {"n": table["n"], "source": f"{COMMAND} ({table['date']})", "models": models}
 
 
 def plot(result: dict, out: Path) -> None:
@@ -131,21 +116,20 @@ def plot(result: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="samples per sampler and step count")
-    parser.add_argument("--bpd-n", type=int, default=100, help="held-out digits for the bits/dim")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "quality.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     result = {
-        "command": f"python bench/quality.py --n {args.n} --bpd-n {args.bpd_n} --threads {args.threads}",
+        "command": f"python bench/quality.py --n {args.n} --threads {args.threads}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}",
         "load_average_start": os.getloadavg()[0],
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "diffusion_core": diffusion_core.__version__},
         "steps": steps_sweep(args.n),
-        "bits_per_dim": bits_per_dim(args.bpd_n),
+        "bits_per_dim": bits_per_dim(),
     }
     result["minutes"] = (time.perf_counter() - start) / 60
     result["load_average_end"] = os.getloadavg()[0]

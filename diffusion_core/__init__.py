@@ -5,7 +5,7 @@ networks in `models`; data, training and evaluation in their own modules.
 """
 
 from ._version import __version__
-from .diffusion import GaussianDiffusion, mean_flat, snap_to_levels
+from .diffusion import GaussianDiffusion, mean_flat, snap_timesteps, snap_to_levels
 from .distributions import discretized_gaussian_log_likelihood, normal_kl
 from .sampling import Trajectory, sample_ddim, sample_ddpm, sample_strided
 from .schedules import Schedule, make_schedule, respace, schedule_from_betas, space_timesteps
@@ -24,6 +24,7 @@ __all__ = [
     "sample_ddpm",
     "sample_strided",
     "schedule_from_betas",
+    "snap_timesteps",
     "snap_to_levels",
     "space_timesteps",
 ]

@@ -410,6 +410,16 @@ def _derived_tables(s: Schedule) -> dict[str, torch.Tensor]:
     }
 
 
+def snap_timesteps(diffusion: GaussianDiffusion, max_noise: float = 0.5) -> torch.Tensor:
+    """(T,) bool: the timesteps at which `snap_to_levels` rounds x̂_0, those where the noise
+    s_t = √((1 - ᾱ_t)/ᾱ_t) left in x_t/√ᾱ_t is below `max_noise` half-bins 1/(L-1).
+    They are the first ones: s_t grows with t."""
+    if not isinstance(max_noise, (int, float)) or not max_noise > 0:
+        raise ValueError(f"max_noise must be a number > 0 (in half-bins), got {max_noise!r}")
+    s = diffusion.schedule
+    return s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod < max_noise / (diffusion.num_levels - 1)
+
+
 def snap_to_levels(model: Model, diffusion: GaussianDiffusion, max_noise: float = 0.5) -> Model:
     """`model` with its x̂_0 rounded to the data's levels at the timesteps where x_t pins them down.
 
@@ -426,11 +436,8 @@ def snap_to_levels(model: Model, diffusion: GaussianDiffusion, max_noise: float 
     diffusion the model was trained with: it receives the model's own timesteps, also
     under a respaced process. For evaluation and sampling: rounding has no gradient.
     """
-    if not isinstance(max_noise, (int, float)) or not max_noise > 0:
-        raise ValueError(f"max_noise must be a number > 0 (in half-bins), got {max_noise!r}")
-    s = diffusion.schedule
+    snap_t = snap_timesteps(diffusion, max_noise)  # (T,)
     levels = diffusion.num_levels - 1  # number of gaps between levels
-    snap_t = s.sqrt_one_minus_alphas_cumprod / s.sqrt_alphas_cumprod < max_noise / levels  # (T,)
 
     def snapped(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = model(x_t, t)

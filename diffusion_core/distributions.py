@@ -1,19 +1,26 @@
-"""The two densities the variational bound needs.
+"""The two densities the variational bound needs, and exact 1-D pictures of the process.
 
 - `normal_kl`: KL divergence between two diagonal Gaussians, the L_{t-1} terms.
 - `discretized_gaussian_log_likelihood`: a Gaussian integrated over each pixel's
   bin, the decoder term L_0 (DDPM section 3.3).
 
 Both work elementwise in nats; reduce (sum or mean over pixels) at the call site.
+
+- `point_mass_marginal`, `point_mass_reverse`: for 1-D data made of a few point
+  masses, q(x_t) and the exact reverse step q(x_{t-1} | x_t), both Gaussian mixtures
+  (`GaussianMixture1D`), with `mixture_pdf`, `mixture_cdf` and `mixture_moments`
+  (the best single Gaussian), all in float64.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 from ._checks import check_float, check_in_unit_range, check_same_shape
+from .schedules import Schedule
 
 
 def _broadcast(*tensors: torch.Tensor, names: tuple[str, ...]) -> None:
@@ -116,3 +123,151 @@ def _discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor,
     log_probs = torch.where(is_first, torch.special.log_ndtr(upper),
                             torch.where(is_last, torch.special.log_ndtr(-lower), inner))
     return log_probs
+
+
+# -----------------------------------------------------------------------------
+# Exact 1-D pictures: data made of a few point masses
+#
+# If x_0 takes the values c_1..c_K with probabilities w_1..w_K, every distribution of
+# the process is a mixture of Gaussians with one shared variance, in closed form:
+#   q(x_t)           = Σ_k w_k N(√ᾱ_t c_k, 1 - ᾱ_t)                       (DDPM eq. 4)
+#   q(x_{t-1} | x_t) = Σ_k w_k(x_t) N(μ̃_t(x_t, c_k), β̃_t)               (eq. 6-7)
+# with w_k(x_t) = q(x_0 = c_k | x_t) ∝ w_k N(x_t; √ᾱ_t c_k, 1 - ᾱ_t) (Bayes' rule).
+
+
+class GaussianMixture1D(NamedTuple):
+    """A batch of 1-D Gaussian mixtures whose K components share one variance (float64).
+
+    weights (..., K), summing to 1 over K; means (..., K); variance (...), the variance of
+    every component (0 for point masses).
+    """
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    variance: torch.Tensor
+
+
+def _check_point_masses(levels: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    levels = check_float(levels, "levels").to(torch.float64)
+    weights = check_float(weights, "weights").to(torch.float64)
+    if levels.dim() != 1 or levels.numel() < 1:
+        raise ValueError(f"levels must have shape (K,) with K >= 1 (the values of x_0), "
+                         f"got {tuple(levels.shape)}")
+    if weights.shape != levels.shape:
+        raise ValueError(f"weights must have the shape of levels {tuple(levels.shape)} (one "
+                         f"probability per level), got {tuple(weights.shape)}")
+    if float(weights.min()) < 0 or abs(float(weights.sum()) - 1.0) > 1e-9:
+        raise ValueError(f"weights must be >= 0 and sum to 1 (the probabilities of the levels), "
+                         f"got {weights.tolist()} (sum {float(weights.sum()):.6g})")
+    return levels, weights
+
+
+def _check_step(schedule: Schedule, t: int | torch.Tensor) -> torch.Tensor:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule (see make_schedule), got {type(schedule).__name__}")
+    if isinstance(t, int) and not isinstance(t, bool):
+        t = torch.tensor(t)
+    if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        got = f"dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise TypeError(f"t must be an int or an integer tensor (0-based timesteps), got {got}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) > schedule.T - 1):
+        raise ValueError(f"t must hold timesteps in 0..T-1 = 0..{schedule.T - 1}, "
+                         f"got values in {int(t.min())}..{int(t.max())}")
+    return t.long()
+
+
+def point_mass_marginal(schedule: Schedule, t: int | torch.Tensor, levels: torch.Tensor,
+                        weights: torch.Tensor) -> GaussianMixture1D:
+    """q(x_t) = Σ_k w_k N(√ᾱ_t c_k, 1 - ᾱ_t) for 1-D data x_0 = c_k with probability w_k.
+
+    t: 0-based timesteps (index t is the paper's t+1), an int or an integer tensor of any
+    shape (...); levels c (K,) and weights w (K,). Returns the mixture with batch shape (...):
+    weights (..., K), means (..., K), variance (...).
+    """
+    t = _check_step(schedule, t)
+    levels, weights = _check_point_masses(levels, weights)
+    abar = schedule.alphas_cumprod[t]  # (...)
+    return GaussianMixture1D(weights.expand(*t.shape, -1), abar.sqrt()[..., None] * levels, 1.0 - abar)
+
+
+def point_mass_reverse(schedule: Schedule, t: int | torch.Tensor, x_t: torch.Tensor,
+                       levels: torch.Tensor, weights: torch.Tensor) -> GaussianMixture1D:
+    """The exact reverse step q(x_{t-1} | x_t) = Σ_k w_k(x_t) N(μ̃_t(x_t, c_k), β̃_t).
+
+    For 1-D data x_0 = c_k with probability w_k, the reverse step is the posterior
+    q(x_{t-1} | x_t, x_0) (DDPM eq. 6-7) averaged over what x_t says of x_0:
+    w_k(x_t) = q(x_0 = c_k | x_t) ∝ w_k N(x_t; √ᾱ_t c_k, 1 - ᾱ_t), and
+    μ̃_t(x_t, c_k) = posterior_mean_coef1_t c_k + posterior_mean_coef2_t x_t.
+    With a respaced schedule (`respace`) index t is a jump between two kept steps.
+
+    t: 0-based timesteps, an int or an integer tensor broadcasting with x_t; at t = 0 the
+    step is to x_0 itself and the components are point masses (variance 0). x_t: any shape
+    (...). Returns the mixture (float64) with batch shape broadcast(t, x_t): weights (..., K),
+    means (..., K), variance (...).
+    """
+    t = _check_step(schedule, t)
+    x_t = check_float(x_t, "x_t").to(torch.float64)
+    levels, weights = _check_point_masses(levels, weights)
+    _broadcast(t, x_t, names=("t", "x_t"))
+    abar = schedule.alphas_cumprod[t][..., None]  # (..., 1)
+    x = x_t[..., None]  # (..., 1)
+    # responsibilities, in log space: the normalising constant of N(x_t; ., 1 - ᾱ_t) cancels
+    logits = weights.log() - (x - abar.sqrt() * levels) ** 2 / (2 * (1.0 - abar))  # (..., K)
+    means = schedule.posterior_mean_coef1[t][..., None] * levels \
+        + schedule.posterior_mean_coef2[t][..., None] * x  # (..., K)
+    variance = schedule.posterior_variance[t].expand(means.shape[:-1])
+    return GaussianMixture1D(torch.softmax(logits, dim=-1), means, variance)
+
+
+def _check_mixture(mixture: GaussianMixture1D, x: torch.Tensor | None = None) -> None:
+    if not isinstance(mixture, GaussianMixture1D):
+        raise TypeError(f"mixture must be a GaussianMixture1D, got {type(mixture).__name__}")
+    if mixture.weights.shape != mixture.means.shape or mixture.variance.shape != mixture.means.shape[:-1]:
+        raise ValueError(f"mixture must hold weights and means (..., K) and variance (...), got "
+                         f"{tuple(mixture.weights.shape)}, {tuple(mixture.means.shape)} and "
+                         f"{tuple(mixture.variance.shape)}")
+    if x is not None:
+        check_float(x, "x")
+        batch = tuple(mixture.variance.shape)
+        if x.dim() != len(batch) + 1 or tuple(x.shape[:-1]) != batch:
+            raise ValueError(f"x must have shape (..., N) = {batch + ('N',)}: N points for each "
+                             f"mixture of the batch {batch}, got {tuple(x.shape)}")
+        if float(mixture.variance.min()) <= 0:
+            raise ValueError("mixture has components of variance 0 (point masses, e.g. the "
+                             "reverse step at t = 0): it has no density or continuous CDF")
+
+
+def mixture_pdf(mixture: GaussianMixture1D, x: torch.Tensor) -> torch.Tensor:
+    """The density Σ_k w_k N(x; μ_k, σ²) of each mixture of the batch at N points.
+
+    x: (..., N), N points for each mixture of the batch (...). Returns (..., N), float64.
+    """
+    _check_mixture(mixture, x)
+    z = (x.to(torch.float64)[..., :, None] - mixture.means[..., None, :]) ** 2  # (..., N, K)
+    var = mixture.variance[..., None, None]
+    return (mixture.weights[..., None, :] * torch.exp(-z / (2 * var))).sum(-1) \
+        / torch.sqrt(2 * math.pi * var[..., 0])
+
+
+def mixture_cdf(mixture: GaussianMixture1D, x: torch.Tensor) -> torch.Tensor:
+    """The CDF Σ_k w_k Φ((x - μ_k)/σ) of each mixture of the batch at N points.
+
+    x: (..., N), as for `mixture_pdf`. Differences of the CDF give the probability of a bin,
+    which stays exact where the density is too narrow for a grid. Returns (..., N), float64.
+    """
+    _check_mixture(mixture, x)
+    z = (x.to(torch.float64)[..., :, None] - mixture.means[..., None, :]) \
+        / mixture.variance.sqrt()[..., None, None]  # (..., N, K)
+    return (mixture.weights[..., None, :] * torch.special.ndtr(z)).sum(-1)
+
+
+def mixture_moments(mixture: GaussianMixture1D) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance (each (...)) of each mixture: the best single Gaussian.
+
+    mean = Σ_k w_k μ_k, variance = σ² + Σ_k w_k μ_k² - mean². N(mean, variance) is the
+    Gaussian closest to the mixture in KL(mixture || Gaussian) (moment matching).
+    """
+    _check_mixture(mixture)
+    mean = (mixture.weights * mixture.means).sum(-1)
+    spread = (mixture.weights * (mixture.means - mean[..., None]) ** 2).sum(-1)
+    return mean, mixture.variance + spread

@@ -38,14 +38,23 @@ def ddim_sigma(diffusion: GaussianDiffusion, t: torch.Tensor, like: torch.Tensor
     return eta * ((1 - acp_prev) / (1 - acp)).sqrt() * (1 - acp / acp_prev).sqrt()
 
 
-def _ancestral_step(diffusion, model, x, t, generator, clip_denoised, eta):
+def ancestral_step(diffusion: GaussianDiffusion, model: Model, x: torch.Tensor, t: torch.Tensor,
+                   generator: torch.Generator | None = None, clip_denoised: bool = True,
+                   eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of DDPM's algorithm 2: x_{t-1} = μ_θ(x_t, t) + σ_t z (no noise at t = 0).
+    x: (B, ...) at the 0-based steps t (B,); returns (x_{t-1}, x̂_0). `eta` is unused (the
+    samplers pass it to every step). The building block of `sample_ddpm`, unchecked."""
     out = diffusion._p_mean_variance(model, x, t, clip_denoised)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     nonzero = (t > 0).to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))  # no noise at the last step
     return out["mean"] + nonzero * (0.5 * out["log_variance"]).exp() * noise, out["pred_x0"]
 
 
-def _ddim_step(diffusion, model, x, t, generator, clip_denoised, eta):
+def ddim_step(diffusion: GaussianDiffusion, model: Model, x: torch.Tensor, t: torch.Tensor,
+              generator: torch.Generator | None = None, clip_denoised: bool = True,
+              eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step (eq. 12 above): x: (B, ...) at the 0-based steps t (B,); returns
+    (x_{t-1}, x̂_0). Deterministic for eta = 0. The building block of `sample_ddim`, unchecked."""
     out = diffusion._p_mean_variance(model, x, t, clip_denoised)
     # Re-derive ε̂ from the (possibly clipped) x̂_0 so the two stay consistent.
     eps = diffusion.predict_eps_from_x0(x, t, out["pred_x0"])
@@ -95,13 +104,13 @@ def sample_ddpm(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ..
     progress, num_frames (> 0 also returns a `Trajectory` of that many frames).
     Returns x_0 (B, C, ...) or (x_0, Trajectory).
     """
-    return _loop(diffusion, model, shape, _ancestral_step, desc="DDPM", **kwargs)
+    return _loop(diffusion, model, shape, ancestral_step, desc="DDPM", **kwargs)
 
 
 def sample_strided(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...],
                    num_steps: int, **kwargs):
     """Ancestral sampling on `num_steps` evenly strided timesteps (iDDPM section 4)."""
-    return _loop(diffusion.respaced(num_steps), model, shape, _ancestral_step,
+    return _loop(diffusion.respaced(num_steps), model, shape, ancestral_step,
                  desc=f"strided {num_steps}", **kwargs)
 
 
@@ -111,4 +120,4 @@ def sample_ddim(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ..
     if not isinstance(eta, (int, float)) or eta < 0:
         raise ValueError(f"eta must be a number >= 0 (0: deterministic, 1: DDPM-like), got {eta!r}")
     d = diffusion if num_steps is None else diffusion.respaced(num_steps)
-    return _loop(d, model, shape, _ddim_step, eta=float(eta), desc=f"DDIM {d.T}", **kwargs)
+    return _loop(d, model, shape, ddim_step, eta=float(eta), desc=f"DDIM {d.T}", **kwargs)

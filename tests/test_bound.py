@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from diffusion_core import GaussianDiffusion, make_schedule, snap_to_levels
+from diffusion_core import GaussianDiffusion, make_schedule, snap_timesteps, snap_to_levels
 
 L, MU, SIGMA = 17, 0.1, 0.35
 LEVELS = torch.linspace(-1, 1, L, dtype=torch.float64)
@@ -130,6 +130,24 @@ def test_snap_to_levels_rounds_only_where_the_noise_is_small():
             assert torch.equal(snapped(x, t), raw(x, t)), i
     with pytest.raises(ValueError, match="max_noise"):
         snap_to_levels(raw, d, max_noise=0)
+
+
+def test_snap_timesteps_are_the_ones_snap_to_levels_rounds():
+    """The mask is where rounding acts: x̂_0 moves to a level there, nowhere else; it is a
+    prefix of the steps (the noise grows with t), found here from the betas by cumprod."""
+    d = GaussianDiffusion(make_schedule("cosine", 1000), num_levels=L)
+    mask = snap_timesteps(d)
+    abar = torch.cumprod(1 - d.schedule.betas, 0)
+    n = int(((1 - abar) / abar).sqrt().lt(0.5 / (L - 1)).sum())
+    assert n > 0 and mask[:n].all() and not mask[n:].any()
+    raw = lambda x, t: torch.full_like(x, 0.3)  # noqa: E731
+    x = torch.linspace(-1.0, 1.0, 33, dtype=torch.float64).view(-1, 1) + 0.01
+    snapped = snap_to_levels(raw, d)
+    for i in (n - 1, n):
+        t = torch.full((len(x),), i)
+        assert torch.equal(snapped(x, t), raw(x, t)) == (not bool(mask[i])), i
+    with pytest.raises(ValueError, match="max_noise"):
+        snap_timesteps(d, max_noise=-1)
 
 
 def test_stratified_bpd_estimate_is_unbiased_for_the_whole_bound(data, bounds, generator):

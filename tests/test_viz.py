@@ -14,7 +14,8 @@ import pytest
 import torch
 from ipywidgets.embed import embed_data
 
-from diffusion_core import viz
+from diffusion_core import make_schedule, viz
+from diffusion_core.models import UNet, UNetConfig
 
 
 def _decode_png(data: bytes) -> np.ndarray:
@@ -226,3 +227,237 @@ def test_rows_to_png_lays_out_labelled_rows_at_the_asked_size():
         viz.rows_to_png([white], ["a", "b"])
     with pytest.raises(ValueError, match="same number of images"):
         viz.rows_to_png([white, black[:3]], ["a", "b"])
+
+
+# -----------------------------------------------------------------------------
+# Diagrams
+
+def _texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def _by_gid(ax, gid: str):
+    (text,) = [t for t in ax.texts if t.get_gid() == gid]
+    return text.get_text()
+
+
+UNET_CONFIGS = [
+    UNetConfig.digits(),  # 8x8, channel_mult (1, 2), attention at 4
+    UNetConfig.cifar10(),  # 32x32, (1, 2, 2, 2), attention at 16
+    UNetConfig.mnist(learn_sigma=True),  # 28 -> 14 -> 7 (odd sizes), 2C outputs
+    UNetConfig(image_size=16, in_channels=3, base_channels=16, channel_mult=(2, 3),
+               num_res_blocks=1, attention_resolutions=(16, 8), num_groups=8),  # base not a level
+]
+
+
+@pytest.mark.parametrize("config", UNET_CONFIGS, ids=["digits", "cifar10", "mnist", "custom"])
+def test_draw_unet_names_every_level_of_its_config(config):
+    ax = viz.draw_unet(config)
+    ax.figure.canvas.draw()  # lays out the arrows between the boxes
+    texts = _texts(ax)
+    for count in config.channel_counts:  # conv_in's channels too
+        assert any(f"{count} ch" in t for t in texts), count
+    for i, (res, mult) in enumerate(zip(config.resolutions, config.channel_mult, strict=True)):
+        attn = res in config.attention_resolutions
+        for side, blocks in (("down", config.num_res_blocks), ("up", config.num_res_blocks + 1)):
+            text = _by_gid(ax, f"{side}-{i}")
+            assert f"{res}×{res}, {config.base_channels * mult} ch" in text
+            assert f"{blocks}× ResBlock" in text
+            assert ("attn" in text) == attn, (side, i, text)
+    assert sum("attn" in t for t in texts) == 2 * len(config.attention_resolutions)
+    assert sum(t.get_gid() == "skip" for t in ax.texts) == len(config.channel_mult)
+    size = config.image_size
+    assert f"{config.in_channels}×{size}×{size}" in _by_gid(ax, "input")
+    assert f"{config.out_channels}×{size}×{size}" in _by_gid(ax, "output")
+    assert ("$v$" in _by_gid(ax, "output")) == config.learn_sigma
+    assert "Attention" in _by_gid(ax, "mid") and "sinusoidal" in _by_gid(ax, "time")
+    width, height = ax.figure.get_size_inches()
+    assert width <= 8 and height <= 3.5
+    plt.close("all")
+
+
+@pytest.mark.parametrize("config", [UNET_CONFIGS[0], UNET_CONFIGS[3]], ids=["digits", "custom"])
+def test_draw_unet_matches_the_network_the_config_builds(config):
+    from diffusion_core.models.unet import AttentionBlock
+
+    model = UNet(config)
+    ax = viz.draw_unet(config)
+    levels = len(config.channel_mult)
+    for i in range(levels):
+        up = model.up[levels - 1 - i]  # the up path runs from the lowest resolution
+        for side, blocks in (("down", model.down[i]), ("up", up)):
+            text = _by_gid(ax, f"{side}-{i}")
+            assert f"{len(blocks)}× ResBlock" in text
+            has_attn = any(isinstance(b.attn, AttentionBlock) for b in blocks)
+            assert ("attn" in text) == has_attn
+    assert f"{model.conv_out.out_channels}×" in _by_gid(ax, "output")
+    plt.close("all")
+
+
+def test_draw_unet_rejects_what_is_not_a_config():
+    with pytest.raises(TypeError, match="config must be a UNetConfig"):
+        viz.draw_unet({"image_size": 8})
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_draw_chain_labels_both_chains_and_the_posterior(n):
+    from matplotlib.patches import FancyArrowPatch
+
+    ax = viz.draw_chain(num_steps_shown=n)
+    ax.figure.canvas.draw()
+    texts = _texts(ax)
+    nodes = [f"$x_{i}$" for i in range(n)] + ["$x_{t-1}$", "$x_t$", "$x_T$"]
+    assert [t for t in texts if t.startswith("$x_")] == nodes
+    assert sum(t == r"$\cdots$" for t in texts) == 2
+    assert any(r"q(x_t \mid x_{t-1})" in t for t in texts)
+    assert any(r"p_\theta(x_{t-1} \mid x_t)" in t for t in texts)
+    (posterior,) = [t for t in ax.texts if r"q(x_{t-1} \mid x_t, x_0)" in t.get_text()]
+    # the posterior is tied to x_0 by a dashed link
+    assert posterior.arrow_patch is not None and posterior.arrow_patch.get_linestyle() == "--"
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    dashed = [p for p in arrows if p.get_linestyle() == "--"]
+    steps = len(nodes) + 1  # slots (nodes and two ellipses) minus one
+    assert len(arrows) == 2 * steps + 1 and len(dashed) == 1  # forward, reverse, posterior
+    colours = {tuple(p.get_edgecolor()) for p in arrows}
+    assert len(colours) == 3  # three kinds of step, three colours
+    width, height = ax.figure.get_size_inches()
+    assert width <= 8 and height <= 3.5
+    plt.close("all")
+
+
+def test_draw_chain_draws_one_clipped_thumbnail_per_node():
+    images = [torch.full((1, 8, 8), 3.0), np.zeros((8, 8)), -5 * torch.ones(1, 8, 8),
+              np.zeros((3, 6, 6)), torch.zeros(8, 8)]
+    ax = viz.draw_chain(num_steps_shown=2, images=images)
+    assert len(ax.images) == 5
+    first, second = ax.images[0].get_array(), ax.images[2].get_array()
+    assert np.all(first == 1.0) and np.all(second == 0.0)  # clipped to [-1, 1], shown in [0, 1]
+    assert ax.images[3].get_array().shape == (6, 6, 3)
+    width, height = ax.figure.get_size_inches()
+    assert width <= 8 and height <= 3.5
+    plt.close("all")
+
+
+def test_draw_chain_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"images must hold one image per node \(6 with "
+                                         r"num_steps_shown=3\), got 5"):
+        viz.draw_chain(num_steps_shown=3, images=[np.zeros((8, 8))] * 5)
+    bad = [np.zeros((8, 8))] * 4 + [np.zeros((2, 8, 8))]
+    with pytest.raises(ValueError, match=r"images\[4\] must have shape \(C, H, W\)"):
+        viz.draw_chain(images=bad)
+    with pytest.raises(ValueError, match=r"images\[0\]"):
+        viz.draw_chain(images=[np.zeros(8)] * 5)
+    for n in (0, 5, 2.0, True):
+        with pytest.raises(ValueError, match="num_steps_shown"):
+            viz.draw_chain(num_steps_shown=n)
+    plt.close("all")
+
+
+@pytest.mark.parametrize("size_px, dpi", [(160, 80), (97, 50)])
+def test_scatter_png_is_a_square_png_of_the_asked_size(size_px, dpi, generator):
+    points = torch.randn(200, 2, generator=generator(0))
+    grid = torch.linspace(-2.5, 2.5, 41)
+    gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+    density = torch.exp(-(gx**2 + gy**2) / 2)
+    plain = viz.scatter_png(points, "t = 3", size_px=size_px, dpi=dpi)
+    with_density = viz.scatter_png(points, "t = 3", density, size_px=size_px, dpi=dpi)
+    for png in (plain, with_density):
+        assert _decode_png(png).shape[:2] == (size_px, size_px)
+    assert plain != with_density  # the contours are drawn
+
+
+def test_scatter_png_keeps_one_view_and_rejects_bad_input():
+    # The view is [-lim, lim]^2 whatever the points: a point outside it leaves no mark.
+    inside = viz.scatter_png(np.zeros((1, 2)), "")
+    outside = viz.scatter_png(np.full((1, 2), 3.0), "")
+    empty = viz.scatter_png(np.zeros((0, 2)), "")
+    assert outside == empty and inside != empty
+    assert viz.scatter_png(np.full((1, 2), 3.0), "", lim=4.0) != empty
+    with pytest.raises(ValueError, match=r"points must have shape \(N, 2\)"):
+        viz.scatter_png(np.zeros((5, 3)), "")
+    with pytest.raises(ValueError, match=r"density must have shape \(G, G\)"):
+        viz.scatter_png(np.zeros((5, 2)), "", density=np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="lim must be a positive number"):
+        viz.scatter_png(np.zeros((5, 2)), "", lim=0.0)
+
+
+# -----------------------------------------------------------------------------
+# The whole process in 1-D, and the losses' shares over t
+
+LEVELS, PROBS = [-1.0, 0.2, 1.0], [0.3, 0.3, 0.4]
+
+
+def test_marginal_heatmap_shows_the_probability_of_each_pixel():
+    schedule = make_schedule("linear", 200)
+    fig, ax = plt.subplots()
+    mesh = viz.draw_marginal_heatmap(ax, schedule, LEVELS, PROBS, paths=np.zeros((2, 201)), t=50,
+                                     x_t=0.1, x_lim=4.0, num_t=40, num_x=80)
+    density = 10 ** np.asarray(mesh.get_array()).reshape(80, 40)  # rows x, columns t
+    # each column holds a whole distribution: bin probabilities sum to ~1 (floored at 1e-4)
+    assert np.allclose(density.sum(0) * 8.0 / 80, 1.0, atol=0.01)
+    assert len(ax.lines) == 2 + 2  # the paths, the marker line and the dot
+    plt.close(fig)
+
+
+def test_reverse_step_is_drawn_in_units_of_its_best_gaussian():
+    schedule = make_schedule("linear", 1000)
+    fig, ax = plt.subplots()
+    viz.draw_reverse_step(ax, schedule, LEVELS, PROBS, t=900, x_t=0.1, jump_to=800)
+    one, jump, gauss = ax.lines
+    # late in the chain both steps are Gaussian: they lie on the dashed N(0, 1)
+    for line in (one, jump):
+        z, y = line.get_data()
+        assert np.abs(y - np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)).max() < 0.01
+    plt.close(fig)
+    with pytest.raises(ValueError, match="jump_to"):
+        viz.draw_reverse_step(plt.gca(), schedule, LEVELS, PROBS, t=10, x_t=0.0, jump_to=9)
+    plt.close("all")
+
+
+def test_reverse_step_frames_are_small_pngs_of_the_asked_size():
+    schedule = make_schedule("linear", 100)
+    ts = [2, 10, 50, 100]
+    frames = viz.reverse_step_frames(schedule, LEVELS, PROBS, ts, x_signal=-0.4, jump=20,
+                                     paths=np.zeros((3, 101)), size_px=(400, 200), dpi=80)
+    assert len(frames) == len(ts)
+    for png in frames:
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert _decode_png(png).shape[:2] == (200, 400)
+        assert len(png) < 100_000
+    viz.scrubber(frames, ts)  # frames and ts fit the scrubber
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(ts=[1, 5]), r"2\.\.100"),
+    (dict(ts=[]), "non-empty"),
+    (dict(paths=np.zeros((2, 100))), r"\(P, T \+ 1\)"),
+    (dict(size_px=(600,)), "width, height"),
+    (dict(x_signal=float("nan")), "x_signal"),
+    (dict(jump=0), "jump"),
+])
+def test_reverse_step_frames_reject_bad_input(kwargs, match):
+    args = dict(ts=[5], x_signal=0.0) | kwargs
+    with pytest.raises((ValueError, TypeError), match=match):
+        viz.reverse_step_frames(make_schedule("linear", 100), LEVELS, PROBS, **args)
+
+
+def test_loss_share_frames_sizes_and_checks():
+    t_values = np.arange(2, 101)
+    mse, lam = np.linspace(1.0, 0.01, 99), np.geomspace(1.0, 0.01, 99)
+    thumbs = [[torch.zeros(3, 1, 8, 8)] * 3 for _ in range(2)]
+    frames = viz.loss_share_frames([2, 50], t_values, mse, lam, images=thumbs, size_px=(600, 260))
+    assert len(frames) == 2
+    for png in frames:
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert _decode_png(png).shape[:2] == (260, 600)
+    assert len(viz.loss_share_frames([100], t_values, mse, lam)) == 1  # thumbnails are optional
+    with pytest.raises(ValueError, match="one of t_values"):
+        viz.loss_share_frames([2, 3], t_values[::2], mse[::2], lam[::2])
+    with pytest.raises(ValueError, match="one shape"):
+        viz.loss_share_frames([2], t_values, mse[:-1], lam)
+    with pytest.raises(ValueError, match="lam finite and > 0"):
+        viz.loss_share_frames([2], t_values, mse, -lam)
+    with pytest.raises(ValueError, match="one entry"):
+        viz.loss_share_frames([2, 50], t_values, mse, lam, images=thumbs[:1])
+    with pytest.raises(ValueError, match="one row per label"):
+        viz.loss_share_frames([2], t_values, mse, lam, images=[thumbs[0][:2]])

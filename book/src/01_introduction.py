@@ -32,15 +32,12 @@ if "google.colab" in sys.modules:  # Colab only: install the book's library
     pass
 
 # %%
-import io
 import math
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from diffusion_core import GaussianDiffusion, make_schedule, sample_ddpm, viz
 from diffusion_core.data import toy_2d
@@ -174,6 +171,16 @@ plt.show()
 # p_\theta(x_{t-1} \mid x_t) = \mathcal N\!\left(\mu_\theta(x_t, t),\ \sigma_t^2 I\right).
 # $$ (intro-reverse)
 #
+# The picture below, drawn by `viz.draw_chain`, shows both chains: the fixed forward steps
+# above the nodes, the learned reverse steps below them, and, dashed, the posterior
+# $q(x_{t-1} \mid x_t, x_0)$, a reverse step made easy by knowing where the chain started,
+# which {doc}`04_variational_bound` turns into the training target of $p_\theta$.
+
+# %%
+viz.draw_chain(num_steps_shown=2)
+plt.show()
+
+# %% [markdown]
 # **A VAE with a fixed encoder.** Take $z = (x_1, \dots, x_T)$ as the latent variables. The
 # "encoder" $q(x_{1:T} \mid x_0) = \prod_t q(x_t \mid x_{t-1})$ has no parameters, the
 # "decoder" is {eq}`intro-reverse`, and training maximises the same evidence lower bound as a
@@ -212,6 +219,8 @@ plt.show()
 # %%
 T = 100
 diffusion = GaussianDiffusion(make_schedule("cosine", T))
+glue("abar_T_intro", diffusion.schedule.alphas_cumprod[-1].item(), digits=2)  # exercise 3
+glue("inv_sqrt_abar_T_intro", diffusion.schedule.alphas_cumprod[-1].item() ** -0.5, digits=2)
 x0 = toy_2d("two_moons", 2000, seed=book_seed(0)).double()  # (N, 2)
 
 steps = [0, 5, 15, 30, 60, 100]  # the paper's t; 0 is the data itself
@@ -378,27 +387,10 @@ plt.show()
 samples, trajectory = sample_ddpm(result.diffusion, model, (2000, 2), generator=g,
                                   clip_denoised=False, progress=False, num_frames=19)
 
-
-def scatter_png(points: torch.Tensor, title: str, size_px: int = 160, dpi: int = 80) -> bytes:
-    """One small scatter plot of points (N, 2) as PNG bytes, for viz.scrubber."""
-    fig = Figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi)
-    FigureCanvasAgg(fig)  # a bare Figure, so no pyplot window is left open
-    ax = fig.add_axes((0.02, 0.02, 0.96, 0.84))
-    ax.scatter(points[:, 0], points[:, 1], s=0.3, alpha=0.5, color="C0")
-    ax.set_xlim(-2.5, 2.5)
-    ax.set_ylim(-2.5, 2.5)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
-
-
 # Frame i holds the input x of library step i, the paper's x_{i+1}; the output is x_0.
 paper_t = [i + 1 for i in trajectory.timesteps] + [0]
 points = trajectory.x_t + [samples]
-frames = [scatter_png(p, f"t = {t}") for p, t in zip(points, paper_t, strict=True)]
+frames = [viz.scatter_png(p, f"t = {t}") for p, t in zip(points, paper_t, strict=True)]
 viz.scrubber(frames, paper_t, interval_ms=250)
 
 # %%
@@ -533,6 +525,44 @@ assert below_in_se(coverage[fresh], coverage[upper], 1 / 3, paired=True) > 5  # 
 #
 # ## Exercises
 #
+# ### Try it: the training loss of one batch
+#
+# Write the loss that `train` minimised above, for one batch, with the noise given: form
+# $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1 - \bar\alpha_t}\,\varepsilon$, ask the trained `model`
+# for its guess $\hat\varepsilon_\theta(x_t, t)$, and return each point's squared error
+# $\lVert \varepsilon - \hat\varepsilon_\theta(x_t, t) \rVert^2$ averaged over its two coordinates
+# (DDPM's $L_\text{simple}$ {cite}`ho2020denoising`). $\bar\alpha_t$ is
+# `diffusion.schedule.alphas_cumprod[t]`, with the library's 0-based `t`. The last cell below
+# compares your function with `diffusion.training_losses(model, x0, t, noise)["loss"]`; while it
+# still raises `NotImplementedError`, the cell checks the book's hidden solution instead.
+
+# %%
+def my_simple_loss(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x0, noise: (B, 2) float32 points; t: (B,) library timesteps 0..T-1. Returns (B,)."""
+    raise NotImplementedError  # your code here
+
+# %% tags=["hide-cell"]
+def solution_simple_loss(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    abar = diffusion.schedule.alphas_cumprod[t][:, None]  # (B, 1), float64
+    x_t = (abar.sqrt() * x0 + (1 - abar).sqrt() * noise).float()  # (B, 2)
+    with torch.no_grad():
+        eps_hat = model(x_t, t)  # (B, 2)
+    return ((noise - eps_hat) ** 2).mean(dim=1)
+
+# %%
+from diffusion_core.exercises import check
+
+cases = []  # four batches of 8 points: (x0, t, noise)
+for k in range(4):
+    gen = generator(100 + k)
+    cases.append((toy_2d("two_moons", 8, seed=book_seed(100 + k)),
+                  torch.randint(0, T, (8,), generator=gen), torch.randn(8, 2, generator=gen)))
+library_loss = lambda x0, t, noise: diffusion.training_losses(model, x0, t, noise)["loss"]  # (B,)
+passed = check(my_simple_loss, library_loss, cases, solution=solution_simple_loss, name="simple_loss")
+
+# %% [markdown]
+# ### More exercises
+#
 # 1. Count the sequential network passes needed to sample one 3×64×64 image with an
 #    autoregressive model, with DDPM ($T = 1000$), and with a GAN.
 #
@@ -549,8 +579,10 @@ assert below_in_se(coverage[fresh], coverage[upper], 1 / 3, paired=True) > 5  # 
 #
 # :::{admonition} Solution
 # :class: dropdown
-# With the same settings the samples land on all eight clusters, and the energy distance falls
-# about twenty-fold below the prior's. The coverage column is the one that answers the question:
+# Run it and look: with the same settings the samples should land on all eight clusters (the
+# scatter plot shows it), and the samples' energy distance should be a small fraction of the
+# prior's (this chapter does not run that training, so the table you get is the check). The
+# coverage column is the one that answers the question:
 # a missing cluster leaves its held-out points far from every sample, and the mean
 # nearest-neighbour distance from the data to the samples rises, even if every sample sits on some
 # cluster (which keeps the quality column small).
@@ -565,7 +597,8 @@ assert below_in_se(coverage[fresh], coverage[upper], 1 / 3, paired=True) > 5  # 
 # point shrunk by $\sqrt{\bar\alpha_t}$, so each reverse step divides by $\sqrt{\alpha_t}$
 # (the mean $\mu_\theta$ with $\hat\varepsilon = 0$ is $x_t / \sqrt{\alpha_t}$) and the chain
 # returns roughly $x_T / \sqrt{\bar\alpha_T}$. With the cosine schedule at $T = 100$,
-# $\bar\alpha_T \approx 2.4 \cdot 10^{-7}$, and the samples come out as a Gaussian with a
-# standard deviation of about 2000 in each coordinate. All the structure in the samples above,
+# $\bar\alpha_T =$ {glue:text}`abar_T_intro:.2g`, and the samples come out as a Gaussian with a
+# standard deviation of about $1/\sqrt{\bar\alpha_T} =$ {glue:text}`inv_sqrt_abar_T_intro:.0f`
+# in each coordinate. All the structure in the samples above,
 # and even their scale, comes from the trained network.
 # :::

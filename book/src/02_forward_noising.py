@@ -30,6 +30,9 @@
 # - The linear schedule of DDPM and the cosine schedule of improved DDPM.
 # - What it looks like: a photograph and handwritten digits dissolving, and their pixel
 #   histograms turning into $\mathcal{N}(0, 1)$.
+# - The whole process at once, exactly, for data in one dimension: the density of $x_t$ at
+#   every $t$, and why small steps make each reverse step $q(x_{t-1} \mid x_t)$ nearly Gaussian
+#   while large jumps do not.
 
 # %%
 import sys
@@ -451,16 +454,14 @@ assert np.allclose(cos, cosine.betas.numpy(), rtol=1e-12, atol=0)
 # %%
 photo = load_photo("camera", size=64, grayscale=True).double()
 x0 = photo.expand(8, 1, 64, 64).clone()  # (8, 1, 64, 64): 8 chains
-keep = [0, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 600, 700, 800,
-        900, 1000]
+strip = [0, 25, 50, 100, 200, 300, 500, 700, 1000]
 x, frames = x0, {0: x0}
 for t in range(1, T + 1):
     eps = torch.randn(x.shape, generator=g, dtype=f64)
     x = forward_step(x, betas[t - 1], eps)
-    if t in keep:
+    if t in strip:
         frames[t] = x
 
-strip = [0, 25, 50, 100, 200, 300, 500, 700, 1000]
 fig, ax = plt.subplots(figsize=(8, 1.3))
 viz.show_images(torch.stack([frames[t][0] for t in strip]),
                 nrow=len(strip), ax=ax)
@@ -468,16 +469,9 @@ ax.set_title("t = " + ", ".join(map(str, strip)), fontsize=9)
 plt.show()
 
 # %% [markdown]
-# Drag the slider, or press play, to move through $t$ (pixels are shown on the fixed range
-# $[-1, 1]$, values outside are clipped, so the noise is not rescaled away). Fine texture
-# goes first; by $t \approx 200$ only the large dark and light regions survive, and from
-# $t \approx 600$ on the picture is gone to the eye.
-
-# %%
-pngs = viz.frames_to_png([frames[t][0] for t in keep],
-                         titles=[f"t = {t}" for t in keep],
-                         size_px=128, dpi=64)
-viz.scrubber(pngs, keep)
+# Pixels are shown on the fixed range $[-1, 1]$ (values outside are clipped, so the noise is
+# not rescaled away). Fine texture goes first; by $t = 200$ only the large dark and light
+# regions survive, and by $t = 700$ the picture is gone to the eye.
 
 # %% [markdown]
 # The same chain on the digits 0 to 3, $8 \times 8$ pixels each (one row per digit). With
@@ -544,6 +538,179 @@ assert ks[1000].statistic < ks_crit  # indistinguishable from N(0, 1) at t = T
 assert ks[0].statistic > 0.1 and ks[50].statistic > ks[1000].statistic
 
 # %% [markdown]
+# ## The whole process in one dimension
+#
+# A histogram shows one $t$ at a time, and only approximately. For data in one dimension the
+# whole process can be drawn at once, exactly. Let $x_0$ be a single "pixel" with three grey
+# levels, $c_1, c_2, c_3 = -1, 0.2, 1$, taken with probabilities $w_1, w_2, w_3 = 0.3, 0.3, 0.4$.
+# A chain started at one level $c_k$ has, by {eq}`forward-var-recursion` with
+# $\operatorname{Var}(x_0) = 0$, mean $\sqrt{\bar\alpha_t}\,c_k$ and variance $1 - \bar\alpha_t$ at
+# step $t$, where $\bar\alpha_t = \prod_{s=1}^{t}(1-\beta_s)$, and {doc}`03_closed_form` shows
+# that $x_t$ is then Gaussian. So the density of $x_t$ is a mixture of three Gaussians:
+#
+# $$
+# q(x_t) = \sum_k w_k\, \mathcal{N}\big(x_t;\ \sqrt{\bar\alpha_t}\,c_k,\ 1-\bar\alpha_t\big).
+# $$ (point-mass-marginal)
+#
+# The library has it as `distributions.point_mass_marginal`, which returns the mixture's
+# weights, means and variance. First a check against the chain itself: run 16 000 chains from
+# draws of $x_0$ and compare their empirical CDF with the mixture's (`mixture_cdf`) at a few
+# points and steps. Six of the chains are kept whole, for the picture below.
+
+# %%
+from diffusion_core import respace
+from diffusion_core.distributions import (mixture_cdf, mixture_moments, mixture_pdf,
+                                          point_mass_marginal, point_mass_reverse)
+
+levels = torch.tensor([-1.0, 0.2, 1.0], dtype=f64)  # the grey levels c_k
+probs = torch.tensor([0.3, 0.3, 0.4], dtype=f64)    # their probabilities w_k
+n = 16_000  # below 32 768 elements: each step runs on one thread
+x = levels[torch.multinomial(probs, n, replacement=True, generator=g)]  # x_0, (n,)
+probe = torch.linspace(-2.5, 2.5, 11, dtype=f64)  # where the CDFs are compared
+paths, z_cdf = [x[:6]], []
+for t in range(1, T + 1):
+    x = forward_step(x, betas[t - 1], torch.randn(n, generator=g, dtype=f64))
+    paths.append(x[:6])
+    if t in (10, 100, 300, 1000):
+        exact = mixture_cdf(point_mass_marginal(linear, t - 1, levels, probs), probe)
+        chain = (x[None, :] <= probe[:, None]).double().mean(1)  # (11,)
+        se = (exact * (1 - exact) / n).sqrt().clamp(min=1 / n)
+        z_cdf.append(((chain - exact) / se).abs().max().item())
+paths = torch.stack(paths, dim=1)  # (6, T + 1): six whole chains, x_0 .. x_T
+
+# %% tags=["nbval-ignore-output"]
+# Sampled numbers: output not compared.
+print("largest |z| of the CDF at t = 10, 100, 300, 1000:",
+      ", ".join(f"{z:.2f}" for z in z_cdf))
+assert max(z_cdf) < 5  # 44 comparisons, each within 5 standard errors
+
+# %% [markdown]
+# A sampler runs the chain backwards and needs the reverse step $q(x_{t-1} \mid x_t)$. For
+# these data it is exact too. Given $x_t$, the level it started from is uncertain, with
+# probabilities $w_k(x_t) = q(x_0 = c_k \mid x_t) \propto w_k\,\mathcal{N}(x_t;\ \sqrt{\bar\alpha_t}\,c_k,\ 1-\bar\alpha_t)$
+# by Bayes' rule; given the level as well, the step back is the Gaussian
+# $q(x_{t-1} \mid x_t, x_0 = c_k) = \mathcal{N}\big(\tilde\mu_t(x_t, c_k), \tilde\beta_t\big)$ that
+# {doc}`04_variational_bound` derives. So the reverse step is a mixture as well,
+#
+# $$
+# q(x_{t-1} \mid x_t) = \sum_k w_k(x_t)\, \mathcal{N}\big(x_{t-1};\ \tilde\mu_t(x_t, c_k),\ \tilde\beta_t\big),
+# $$ (point-mass-reverse)
+#
+# `point_mass_reverse` in the library (its tests check it against Bayes' rule,
+# $q(x_{t-1} \mid x_t) \propto q(x_t \mid x_{t-1})\,q(x_{t-1})$, on a fine grid). DDPM's reverse model
+# is one Gaussian per step. The best single Gaussian for {eq}`point-mass-reverse` is the one
+# with the same mean $m$ and variance $s^2$ (`mixture_moments`): of all Gaussians, it has the
+# smallest $\mathrm{KL}\big(q(x_{t-1} \mid x_t)\,\|\,\mathcal{N}(m, s^2)\big)$. How good is it?
+#
+# Move the slider. Left: the density of $x_t$ over $(t, x)$, on a log colour scale (bright is
+# likely), with the six chains in white; the $t$ axis is stretched at small $t$. Right: the
+# exact reverse step at the dot, $x_t = \sqrt{\bar\alpha_t} \cdot (-0.4)$, the noisy image of the
+# point halfway between the levels $-1$ and $0.2$, where $x_t$ says least about where it came
+# from. Each density is drawn in units of its own best Gaussian, $(x_{t-1} - m)/s$, so that
+# Gaussian is always the dashed bell and what is left to see is the shape. Blue: one step,
+# $t \to t-1$. Orange: a jump of 100 steps at once (to $t - 100$, or to $t = 1$), which is what
+# a sampler must do that takes 10 steps instead of 1000; the legend gives the variance that
+# the jump adds, $\beta = 1 - \bar\alpha_t / \bar\alpha_{t-100}$ (`respace` builds that schedule).
+
+# %%
+frame_t = [2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 250, 300, 400, 500, 700, 1000]
+pngs = viz.reverse_step_frames(linear, levels, probs, frame_t, x_signal=-0.4, jump=100,
+                               paths=paths)
+viz.scrubber(pngs, frame_t)
+
+# %% [markdown]
+# What to look at:
+#
+# - **The levels merge into one Gaussian.** For the first few dozen steps the three levels
+#   stay apart, each blurred into a narrow Gaussian and pulled towards 0. Between
+#   $t \approx 50$ and $t \approx 200$ they run into each other, and from $t \approx 500$ on the
+#   picture hardly changes: $q(x_t)$ is close to $\mathcal{N}(0, 1)$, whatever the levels were.
+#   Each white chain wanders off its level and forgets it.
+# - **One small step is Gaussian.** From $t \approx 50$ on, the blue curve lies on (or very
+#   near) the dashed bell. At smaller $t$ the dot sits in the dark gap between two levels, and there the
+#   one-step reverse has two peaks: an $x_t$ halfway between two levels could have come from
+#   either. But such an $x_t$ practically never occurs; at $t = 20$ its density is
+#   {glue:text}`dot_density_20:.0e`.
+# - **A large jump is not.** The orange curve has two or three separate peaks as long as the
+#   levels are still apart where the jump lands ($t \lesssim 200$): one Gaussian cannot say
+#   "it was $-1$ or $0.2$". And from $t \approx 50$ on, where the blurred levels overlap, such
+#   an $x_t$ is common. Only where the jump starts and lands in the merged part of the
+#   picture ($t \gtrsim 300$) does it become a bell.
+#
+# The dot is one $x_t$. Averaged over where $x_t$ actually falls, the price of the best
+# Gaussian is the expected KL,
+# $\mathbb{E}_{x_t \sim q(x_t)}\,\mathrm{KL}\big(q(x_{t-1} \mid x_t)\,\|\,\mathcal{N}(m(x_t), s^2(x_t))\big)$,
+# in nats. We compute it by quadrature, with the mixture's log-density written out here
+# rather than taken from the library: the inner integral over $x_{t-1}$ by Gauss-Hermite
+# quadrature on each component, the outer one over $x_t$ on a fine grid. The Gaussian's part
+# needs no integral: $\mathbb{E}[-\log \mathcal{N}(x; m, s^2)] = \tfrac12 \log(2\pi e s^2)$ when
+# $m$ and $s^2$ are the mean and variance of $x$.
+
+# %%
+y, w_gh = (torch.from_numpy(a) for a in np.polynomial.hermite.hermgauss(20))
+w_gh = w_gh / math.sqrt(math.pi)  # E f(N(m, v)) ≈ Σ_j w_gh_j f(m + √(2v) y_j)
+
+
+def log_density(mix, x: torch.Tensor) -> torch.Tensor:
+    """log Σ_k w_k N(x; m_k, v) at x (..., A, B), for mixtures with batch shape (...)."""
+    d = x[..., None] - mix.means[..., None, None, :]  # (..., A, B, K)
+    v = mix.variance[..., None, None, None]
+    return torch.logsumexp(mix.weights.log()[..., None, None, :] - d**2 / (2 * v)
+                           - 0.5 * torch.log(2 * math.pi * v), dim=-1)
+
+
+def expected_kl(schedule, i: int) -> float:
+    """E over x_t of KL(exact reverse step at index i || its best Gaussian), in nats."""
+    x_t = torch.linspace(-5, 5, 2001, dtype=f64)  # (N,): the outer grid
+    step = point_mass_reverse(schedule, i, x_t, levels, probs)  # N mixtures
+    _, var = mixture_moments(step)  # (N,)
+    nodes = step.means[..., None] + (2 * step.variance)[:, None, None].sqrt() * y  # (N, K, J)
+    e_log_p = (step.weights[..., None] * w_gh * log_density(step, nodes)).sum((-2, -1))
+    kl = e_log_p + 0.5 * torch.log(2 * math.pi * math.e * var)  # (N,)
+    q_t = point_mass_marginal(schedule, i, levels, probs)
+    return torch.trapezoid(log_density(q_t, x_t[None]).exp()[0] * kl, x_t).item()
+
+
+rows = []
+for t in [10, 20, 50, 100, 150, 200, 300, 500, 1000]:
+    s = max(t - 100, 1)
+    jump = respace(linear, torch.tensor([s - 1, t - 1]))  # x_0 -> x_s -> x_t: index 1 jumps
+    rows.append((t, s, expected_kl(linear, t - 1), expected_kl(jump, 1)))
+
+
+def nats(v: float) -> str:  # below 1e-10 a KL is lost in the rounding of two ~1-nat numbers
+    return f"{v:.2g}" if v >= 1e-10 else "< 1e-10"
+
+
+print("    t   one step t -> t-1   jump t -> s")
+for t, s, one, jump in rows:
+    print(f"{t:5d}   {nats(one):>17s}   {s:4d}: {nats(jump)}")
+dot_20 = math.sqrt(linear.alphas_cumprod[19]) * -0.4
+dot_density = mixture_pdf(point_mass_marginal(linear, 19, levels, probs),
+                          torch.tensor([dot_20], dtype=f64)).item()
+print(f"q(x_t) at the dot at t = 20: {dot_density:.1e}")
+
+# %%
+kl_one_max = max(one for _, _, one, _ in rows)
+glue("kl_one_max", kl_one_max, digits=2)
+glue("kl_jump_100", rows[3][3], digits=2)  # the jump 100 -> 1
+glue("kl_jump_200", rows[5][3], digits=2)  # 200 -> 100
+glue("kl_jump_300", rows[6][3], digits=2)  # 300 -> 200
+glue("dot_density_20", dot_density, digits=1)
+assert kl_one_max < 1e-4  # one small step: Gaussian to within 1e-4 nats, at every t here
+assert rows[3][3] > 1 and rows[5][3] > 0.01  # a jump of 100 steps: far from Gaussian
+assert all(jump > 1000 * one for t, _, one, jump in rows if 50 <= t <= 500)
+
+# %% [markdown]
+# One step of DDPM's thousand costs the best Gaussian at most {glue:text}`kl_one_max:.2g`
+# nats at any $t$ in the table: the reverse step is Gaussian for every practical purpose,
+# which is why DDPM can model it with one. A jump of 100 steps costs up to
+# {glue:text}`kl_jump_100:.2g` nats (from $t = 100$ to the data's neighbourhood at $t = 1$),
+# still {glue:text}`kl_jump_200:.2g` from $t = 200$ and {glue:text}`kl_jump_300:.2g` from
+# $t = 300$: the fewer the steps, the further a Gaussian reverse model is from the truth.
+# {doc}`11_fewer_steps` measures what that costs a sampler that takes few steps.
+
+# %% [markdown]
 # ## Summary
 #
 # - The forward process is the fixed Markov chain {eq}`forward-step`; one step is
@@ -557,11 +724,54 @@ assert ks[0].statistic > 0.1 and ks[50].statistic > ks[1000].statistic
 #   $T = 1000$ steps; improved DDPM's cosine schedule starts gentler and ends harder.
 # - After $T$ steps the pixel values are indistinguishable from $\mathcal{N}(0, 1)$
 #   (KS statistic {glue:text}`ks_T:.2g`).
+# - For 1-D data on a few levels everything is exact: $q(x_t)$ is a mixture of Gaussians
+#   {eq}`point-mass-marginal` that merges into $\mathcal{N}(0, 1)$, and the reverse step is a
+#   mixture too {eq}`point-mass-reverse`. For one of DDPM's small steps the best single
+#   Gaussian is within {glue:text}`kl_one_max:.2g` nats of it on average; for a jump of 100
+#   steps it can be {glue:text}`kl_jump_100:.2g` nats off.
 #
 # Running the chain costs $t$ steps to reach $x_t$. {doc}`03_closed_form` shows that it can
 # be reached in one.
 #
 # ## Exercises
+#
+# ### Try it: one step of the chain, at the paper's t
+#
+# Write one step of {eq}`forward-reparam`, $x_t = \sqrt{1-\beta_t}\,x_{t-1} + \sqrt{\beta_t}\,\varepsilon_t$,
+# for the paper's step $t$ (an `int` from 1 to $T$), taking $\beta_t$ from the chapter's `betas`
+# (DDPM's linear schedule, 0-based: mind the index). The last cell below compares your function
+# with the library: one step of the chain is $q(x_1 \mid x_0)$ of a one-step process whose only
+# $\beta$ is $\beta_t$, which `GaussianDiffusion.q_sample` draws. While your function still raises
+# `NotImplementedError`, the cell checks the book's hidden solution instead.
+
+# %%
+def my_forward_step(x_prev: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+    """x_prev, eps: (B, D) float64; t: the paper's step, 1..T. Returns x_t, (B, D)."""
+    raise NotImplementedError  # your code here
+
+# %% tags=["hide-cell"]
+def solution_forward_step(x_prev: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+    beta = betas[t - 1]  # β_t: index t - 1 holds the paper's step t
+    return (1 - beta).sqrt() * x_prev + beta.sqrt() * eps
+
+# %%
+from diffusion_core import GaussianDiffusion, schedule_from_betas
+from diffusion_core.exercises import check
+from diffusion_core.notebook import generator
+
+
+def library_step(x_prev: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+    one_step = GaussianDiffusion(schedule_from_betas(betas[t - 1:t]))  # β_1 of it is our β_t
+    return one_step.q_sample(x_prev, torch.zeros(len(x_prev), dtype=torch.long), eps)
+
+
+gen = generator(100)
+cases = [(torch.randn(4, 3, generator=gen, dtype=f64), t, torch.randn(4, 3, generator=gen, dtype=f64))
+         for t in (1, 2, 500, T)]  # (x_prev, t, eps)
+passed = check(my_forward_step, library_step, cases, solution=solution_forward_step, name="forward_step")
+
+# %% [markdown]
+# ### More exercises
 #
 # 1. Show from {eq}`forward-var-recursion` that
 #    $\operatorname{Var}(x_t) - 1 = \big(\operatorname{Var}(x_0) - 1\big)\prod_{s=1}^{t}(1-\beta_s)$.

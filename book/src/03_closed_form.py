@@ -400,8 +400,9 @@ assert summary["cosine"]["acp_T"] < 1e-8
 # {glue:text}`linear_frac_low:.1%` of its steps less than 5% of the signal amplitude is left
 # ($\sqrt{\bar\alpha_t} < 0.05$); the cosine schedule keeps SNR above 1 until
 # $t =$ {glue:text}`cosine_t_snr_1:.0f` and spends only {glue:text}`cosine_frac_low:.1%` of its
-# steps that close to pure noise. Its $\log \mathrm{SNR}$ falls almost linearly in the middle,
-# which is what improved DDPM designed it for {cite}`nichol2021improved`: at $t = 500$ the
+# steps that close to pure noise. Improved DDPM designed it so that $\bar\alpha_t$ falls
+# almost linearly in the middle of the chain and changes little near $t = 0$ and $t = T$
+# {cite}`nichol2021improved` ({doc}`10_improved_ddpm`): at $t = 500$ the
 # cosine schedule still keeps a signal amplitude of {glue:text}`cosine_sqrt_acp_500:.2f`,
 # the linear one {glue:text}`linear_sqrt_acp_500:.2f`.
 #
@@ -669,6 +670,40 @@ assert math.log10(resid_prev / beta**t) > 80
 # per step, and {doc}`05_gaussian_kl` computes those KL terms in closed form.
 #
 # ## Exercises
+#
+# ### Try it: $q(x_t \mid x_0)$ in one jump, from the betas alone
+#
+# Write `q_sample` yourself: from `linear.betas` only (no other table of the schedule), build
+# $\bar\alpha_t = \prod_{s \le t}(1 - \beta_s)$ {eq}`cf-alphas` and return
+# $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$ {eq}`cf-closed-form`
+# for a batch of images, each at its own timestep. `t` holds the library's 0-based indices, so
+# `t = 0` is the paper's $t = 1$, and $\bar\alpha_t$ must broadcast over each image's pixels. The
+# last cell below compares your function with `diffusion.q_sample`; while it still raises
+# `NotImplementedError`, the cell checks the book's hidden solution instead.
+
+# %%
+def my_q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x0, noise: (B, 1, 8, 8) float64; t: (B,) library indices 0..T-1. Returns x_t, (B, 1, 8, 8)."""
+    raise NotImplementedError  # your code here
+
+# %% tags=["hide-cell"]
+def solution_q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    alphas_cumprod = torch.cumprod(1 - linear.betas, dim=0)  # (T,): ᾱ, index t - 1 for the paper's t
+    abar = alphas_cumprod[t].reshape(-1, *[1] * (x0.dim() - 1))  # (B, 1, 1, 1)
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+# %%
+from diffusion_core.exercises import check
+from diffusion_core.notebook import generator
+
+gen = generator(100)
+cases = [(torch.rand(5, 1, 8, 8, generator=gen, dtype=f64) * 2 - 1, t,
+          torch.randn(5, 1, 8, 8, generator=gen, dtype=f64))
+         for t in (torch.tensor([0, 1, 499, T - 2, T - 1]), torch.randint(0, T, (5,), generator=gen))]
+passed = check(my_q_sample, diffusion.q_sample, cases, solution=solution_q_sample, name="q_sample")
+
+# %% [markdown]
+# ### More exercises
 #
 # 1. Generalise {eq}`cf-closed-form`: for $0 \le s < t$, show that
 #    $q(x_t \mid x_s) = \mathcal{N}\big(\sqrt{\bar\alpha_t/\bar\alpha_s}\,x_s,\ (1-\bar\alpha_t/\bar\alpha_s) I\big)$,

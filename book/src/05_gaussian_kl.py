@@ -452,8 +452,10 @@ plt.show()
 # the *relative* weight of the timesteps by a factor of {glue:text}`ratio_spread:.1f`, so it
 # trains a different objective, not just a rescaled one; and since $2\sigma_t < 1$ it
 # reports values below the KL, which can then fall below the true negative log-likelihood: it
-# is no longer a bound. Dropping the 2 doubles every term: the minimiser is unchanged, but the
-# reported value overstates those terms twofold, so a likelihood computed from it is wrong
+# is no longer a bound. Dropping the 2 doubles the mean part $\|\tilde\mu_t - \mu_\theta\|^2/(2\sigma_t^2)$
+# of every term, while the constant $C_t$ (the log-variance and trace part) stays as it is:
+# the minimiser is unchanged, but the reported value overstates the mean parts twofold, so a
+# likelihood computed from it is wrong
 # (still an upper bound, but not the bound, and not comparable with published numbers). The
 # cell below shows both for one fixed error of the model mean (the posterior mean plus noise
 # of standard deviation 0.1) at several $t$.
@@ -512,9 +514,44 @@ for t_ in [2, 10, 100, 500, 1000]:
 #   magnitude) and vanishes only for $\sigma_t^2 = \tilde\beta_t$. With $\sigma_t^2 = \beta_t$
 #   the constants add up to {glue:text}`C_sum_bits:.3f` bits per pixel.
 # - The weight is $1/(2\sigma_t^2)$: $1/\sigma_t$ changes the objective, $1/\sigma_t^2$ doubles
-#   those terms of the bound.
+#   the mean part of each term of the bound (not its constant $C_t$).
 #
 # ## Exercises
+#
+# ### Try it: the KL between two Gaussians
+#
+# Write {eq}`kl-gauss` elementwise, in nats, for tensors of means and *log-variances*
+# $\log\sigma_1^2$, $\log\sigma_2^2$ (the arguments of the library's `normal_kl`):
+# $\mathrm{KL} = \log\frac{\sigma_2}{\sigma_1} + \frac{\sigma_1^2 + (\mu_1-\mu_2)^2}{2\sigma_2^2} - \frac12$.
+# The last cell below compares your function with `normal_kl`, on cases that include equal
+# Gaussians (KL = 0) and very different ones. While your function still raises
+# `NotImplementedError`, the cell checks the book's hidden solution instead.
+
+# %%
+def my_normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor,
+                 mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise; all (N,) float64. Returns (N,)."""
+    raise NotImplementedError  # your code here
+
+# %% tags=["hide-cell"]
+def solution_normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor,
+                       mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    log_ratio = 0.5 * (logvar2 - logvar1)  # log σ₂/σ₁
+    return log_ratio + (logvar1.exp() + (mean1 - mean2) ** 2) / (2 * logvar2.exp()) - 0.5
+
+# %%
+from diffusion_core.exercises import check
+from diffusion_core.notebook import generator
+
+gen = generator(100)
+same = torch.randn(2, 6, generator=gen, dtype=f64)  # (mean, logvar) of one Gaussian
+cases = [(same[0], same[1], same[0], same[1])]  # equal Gaussians: KL = 0
+cases += [tuple(scale * torch.randn(6, generator=gen, dtype=f64) for scale in (1.0, 2.0, 1.0, 2.0))
+          for _ in range(3)]  # (mean1, logvar1, mean2, logvar2)
+passed = check(my_normal_kl, normal_kl, cases, solution=solution_normal_kl, name="normal_kl")
+
+# %% [markdown]
+# ### More exercises
 #
 # 1. Prove $\mathrm{KL} \ge 0$ for two Gaussians from {eq}`kl-split`, using
 #    $\log r \le r - 1$.

@@ -92,6 +92,33 @@ for name, cfg in presets.items():
           f"{str(cfg.attention_resolutions):>13s} {str(cfg.resolutions):>16s}")
 
 # %% [markdown]
+# `viz.draw_unet` draws the network that a config builds, reading every number on the picture
+# from the config, so the drawing cannot drift from the code. Here is the book's digits model
+# (the preset that the trained model loaded at the end of this chapter uses):
+
+# %%
+viz.draw_unet(presets["digits"])
+plt.show()
+
+# %% [markdown]
+# Read it as a U. The image enters at the top left and goes down: each blue box is one level,
+# labelled with its resolution, its channel count and its blocks, and each arrow down is a
+# stride-2 convolution that halves the resolution. The grey box at the bottom is the middle
+# block at the lowest resolution. The orange boxes climb back up the right. Every block on the
+# way up first concatenates one feature map saved on the way down, and each level saved one
+# more map than it has blocks (its blocks' outputs and its input: the first convolution's
+# output or the downsampled map), hence one more ResBlock per level on the way up. The dashed
+# arrows carry the saved maps across, one arrow per level in the picture (in the code, one
+# map per block). "+ attn" marks the levels listed in `attention_resolutions`. The
+# timestep's embedding (top centre) is added inside every ResBlock, down, middle and up, and
+# the output has the input's shape. DDPM's CIFAR-10 model is the same drawing with more, wider
+# levels:
+
+# %%
+viz.draw_unet(presets["cifar10"])
+plt.show()
+
+# %% [markdown]
 # ## How the network sees t: the sinusoidal embedding
 #
 # One network serves all $T = 1000$ timesteps, so it must be told which one it is at. An
@@ -104,7 +131,13 @@ for name, cfg in presets.items():
 # \omega_i = 10000^{-i/h}, \quad i = 0, \dots, h-1,
 # $$ (temb)
 #
-# with $h = d/2$ for an embedding of $d$ dimensions. `timestep_embedding` computes it (it
+# with $h = d/2$ for an embedding of $d$ dimensions. This is the convention of improved
+# DDPM's implementation {cite}`nichol2021improved` (cosines first, $\omega_i = 10000^{-i/h}$),
+# which the library follows; DDPM's original TensorFlow code puts the sines first and spaces
+# the frequencies as $\omega_i = 10000^{-i/(h-1)}$, so that its lowest one is exactly
+# $10^{-4}$. Reordering the dimensions changes nothing for the network, and the other
+# frequencies change the similarities computed below a little, not their shape.
+# `timestep_embedding` computes it (it
 # takes the library's 0-based timesteps; only differences of $t$ will matter below, so the
 # offset of one is immaterial). We check it against {eq}`temb` written in numpy:
 
@@ -860,6 +893,42 @@ assert gap < 1e-5
 #   {glue:text}`conf_samples:.0f`% of the time.
 #
 # ## Exercises
+#
+# ### Try it: the sinusoidal timestep embedding
+#
+# Write {eq}`temb`: for integer timesteps $t$ and a dimension $d$, with $h = \lfloor d/2 \rfloor$,
+# return the cosines $\cos(t\,\omega_i)$ in the first $h$ columns and the sines in the next $h$,
+# $\omega_i = 10000^{-i/h}$; when $d$ is odd, append a column of zeros. The last cell below
+# compares your function with the library's `timestep_embedding` (which computes in float32,
+# so the check allows differences of $10^{-4}$). While your function still raises
+# `NotImplementedError`, the cell checks the book's hidden solution instead.
+
+# %%
+def my_timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """t: (B,) integer timesteps; dim: an int >= 2. Returns (B, dim)."""
+    raise NotImplementedError  # your code here
+
+# %% tags=["hide-cell"]
+def solution_timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    h = dim // 2
+    omega = 10000.0 ** (-torch.arange(h, dtype=torch.float64) / h)  # (h,)
+    angles = t.double()[:, None] * omega[None, :]  # (B, h)
+    emb = torch.cat([angles.cos(), angles.sin()], dim=1)  # (B, 2h)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros(len(t), 1, dtype=emb.dtype)], dim=1)  # (B, dim)
+    return emb
+
+# %%
+from diffusion_core.exercises import check
+
+gen = generator(100)
+cases = [(torch.tensor([0, 1, 17, 500, 999]), 24), (torch.randint(0, 1000, (6,), generator=gen), 128),
+         (torch.tensor([0, 3, 999]), 7)]  # (t, dim): the digits model's 24, DDPM's 128, and an odd dim
+passed = check(my_timestep_embedding, timestep_embedding, cases, solution=solution_timestep_embedding,
+               name="timestep_embedding", atol=1e-4)
+
+# %% [markdown]
+# ### More exercises
 #
 # 1. Why can't the network be given $t/T$ as a single extra input channel instead of the
 #    embedding? (It can, and it works to a degree; what does the embedding offer that a

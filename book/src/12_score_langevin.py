@@ -33,15 +33,12 @@ if "google.colab" in sys.modules:  # Colab only: install the book's library
     pass
 
 # %%
-import io
 import math
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from diffusion_core import GaussianDiffusion, make_schedule, sample_strided, space_timesteps, viz
@@ -302,27 +299,8 @@ assert ((cov - true_cov).abs() < 4 * cov_se + bias).all()
 # their way: they first rush uphill, then spread into the three bumps in the right proportions.
 
 # %%
-def scatter_png(points: torch.Tensor, title: str, density: torch.Tensor | None = None,
-                size_px: int = 160, dpi: int = 80) -> bytes:
-    """A small scatter plot of points (N, 2) over an optional density on `grid`, as PNG bytes."""
-    fig = Figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi)
-    FigureCanvasAgg(fig)  # a bare Figure, so no pyplot window is left open
-    ax = fig.add_axes((0.02, 0.02, 0.96, 0.84))
-    if density is not None:
-        ax.contour(gx, gy, density, levels=6, colors="0.6", linewidths=0.5)
-    ax.scatter(points[:, 0], points[:, 1], s=0.3, alpha=0.4, color="C0")
-    ax.set_xlim(-2.5, 2.5)
-    ax.set_ylim(-2.5, 2.5)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
-
-
-density = log_density.exp()
-pngs = [scatter_png(frames[k], f"step {k}", density) for k in keep]
+density = log_density.exp()  # on the 101 x 101 grid over [-2.5, 2.5]^2, scatter_png's view
+pngs = [viz.scatter_png(frames[k], f"step {k}", density) for k in keep]
 viz.scrubber(pngs, list(keep), description=r"\(k\)", interval_ms=300)
 
 # %% [markdown]
@@ -738,8 +716,8 @@ for ax, (name, pts) in zip(axes, panels, strict=True):
 plt.show()
 
 # %%
-pngs = [scatter_png(level_frames[t], f"level t = {t + 1}") for t in level_keep]
-pngs.append(scatter_png(x_ald, "final"))
+pngs = [viz.scatter_png(level_frames[t], f"level t = {t + 1}") for t in level_keep]
+pngs.append(viz.scatter_png(x_ald, "final"))
 viz.scrubber(pngs, [t + 1 for t in level_keep] + [0], interval_ms=300)
 
 # %% [markdown]
@@ -881,6 +859,76 @@ assert abs(dsm - l_simple) < 1e-6
 #   matching and Langevin dynamics name one family of models.
 #
 # ## Exercises
+#
+# ### Try it: the score from the predicted noise
+#
+# Write {eq}`sl-eps-score`: the score a noise predictor implies,
+# $s_\theta(x_t, t) = -\hat\varepsilon_\theta / \sqrt{1 - \bar\alpha_t}$, with $\bar\alpha_t$ from
+# `diffusion.schedule.alphas_cumprod` (DDPM's linear schedule; `t` holds the library's 0-based
+# indices). The last cell below compares it with the other side of {eq}`sl-tweedie`: the score
+# $-(x_t - \sqrt{\bar\alpha_t}\,\hat x_0)/(1 - \bar\alpha_t)$ of $q(x_t \mid \hat x_0)$, with
+# $\hat x_0$ from the library's `predict_x0_from_eps`. While your function still raises
+# `NotImplementedError`, the cell checks the book's hidden solution instead.
+
+# %%
+def my_score_from_eps(x_t: torch.Tensor, t: torch.Tensor, eps_hat: torch.Tensor) -> torch.Tensor:
+    """x_t, eps_hat: (N, 2) float64 (x_t is not needed by this form); t: (N,) indices 0..T-1.
+    Returns the score, (N, 2)."""
+    raise NotImplementedError  # your code here
+
+# %% tags=["hide-cell"]
+def solution_score_from_eps(x_t: torch.Tensor, t: torch.Tensor, eps_hat: torch.Tensor) -> torch.Tensor:
+    abar = diffusion.schedule.alphas_cumprod[t][:, None]  # (N, 1)
+    return -eps_hat / (1 - abar).sqrt()
+
+# %%
+from diffusion_core.exercises import check
+from diffusion_core.notebook import generator
+
+
+def library_score(x_t: torch.Tensor, t: torch.Tensor, eps_hat: torch.Tensor) -> torch.Tensor:
+    x0_hat = diffusion.predict_x0_from_eps(x_t, t, eps_hat)  # (N, 2)
+    abar = diffusion.schedule.alphas_cumprod[t][:, None]
+    return -(x_t - abar.sqrt() * x0_hat) / (1 - abar)  # the score of q(x_t | x0_hat)
+
+
+gen = generator(100)
+cases = [(torch.randn(5, 2, generator=gen, dtype=torch.float64), steps,
+          torch.randn(5, 2, generator=gen, dtype=torch.float64))
+         for steps in (torch.tensor([0, 1, 299, 998, 999]), torch.randint(0, T, (5,), generator=gen))]
+passed = check(my_score_from_eps, library_score, cases, solution=solution_score_from_eps,
+               name="score_from_eps")
+
+# %% [markdown]
+# ### Try it: DDPM's mean as a step along the score
+#
+# Now the right-hand side of {eq}`sl-mean-score`: given a score $s$ (not $\hat\varepsilon$), return
+# $\mu = (x_t + \beta_t\,s)/\sqrt{\alpha_t}$, with $\beta_t$ and $\alpha_t$ from `diffusion.schedule`.
+# The check turns each case's score back into a noise prediction,
+# $\hat\varepsilon = -\sqrt{1 - \bar\alpha_t}\,s$, and compares your function with the library's
+# `mean_from_eps` (DDPM's eq. 11).
+
+# %%
+def my_mean_from_score(x_t: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """x_t, score: (N, 2) float64; t: (N,) indices 0..T-1. Returns μ, (N, 2)."""
+    raise NotImplementedError  # your code here
+
+# %% tags=["hide-cell"]
+def solution_mean_from_score(x_t: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    beta, alpha = diffusion.schedule.betas[t][:, None], diffusion.schedule.alphas[t][:, None]  # (N, 1)
+    return (x_t + beta * score) / alpha.sqrt()
+
+# %%
+def library_mean(x_t: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    eps_hat = -diffusion.schedule.sqrt_one_minus_alphas_cumprod[t][:, None] * score  # (sl-eps-score)
+    return diffusion.mean_from_eps(x_t, t, eps_hat)
+
+
+passed = check(my_mean_from_score, library_mean, cases, solution=solution_mean_from_score,
+               name="mean_from_score")
+
+# %% [markdown]
+# ### More exercises
 #
 # 1. Show that the score of $\mathcal N(\mu, \sigma^2 I)$ is $-(x - \mu)/\sigma^2$, and check it with
 #    `autograd_score` on `torch.distributions.MultivariateNormal`.
