@@ -664,8 +664,8 @@ for name, color in zip(BASELINES, ("C2", "C3"), strict=True):
     ax.axvline(rows[name]["mean"], color=color, ls="--", lw=1, label=name)
 ax.set_yticks(np.arange(len(MODELS)), MODELS)
 ax.invert_yaxis()
-ax.set(xlabel=f"held-out bits/dim, all {lik['n']} digits (lower is better)")
-ax.legend(fontsize=7, loc="lower right")
+ax.set(xlabel=f"held-out bits/dim, all {lik['n']} digits (lower is better)", xlim=(0, 4.5))
+ax.legend(fontsize=7, loc="lower right")  # in the empty space right of the bars
 plt.tight_layout()
 plt.show()
 
