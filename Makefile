@@ -16,6 +16,10 @@ PYTHON := $(BIN)python
 # One stamp per interpreter, so switching environments re-installs.
 STAMP := .make/installed-$(shell echo "$(VIRTUAL_ENV)" | md5sum | cut -c1-8)
 BOOK_JS := book/_vendor/.stamp
+# Matplotlib's font cache lives in the checkout: a cache in ~/.cache written by
+# another installation can lack matplotlib's bundled fonts, and the findfont
+# warnings that follow land on stderr, which nbval counts as a changed output.
+export MPLCONFIGDIR := $(CURDIR)/.make/matplotlib
 
 .PHONY: help install test test-lib test-book test-portable test-installed book vendor check-html notebooks bench lint clean
 
@@ -32,7 +36,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e ".[book,test,dev]"
 	@mkdir -p .make && touch $@
 
+# Built here, before any notebook: building it inside a kernel prints to stderr.
 install: $(STAMP)
+	@$(PYTHON) -c "import matplotlib.pyplot"
 
 # book/conftest.py applies book/nbval_sanitize.cfg, so the plain command a reader
 # types, `pytest --nbval book/`, is the one tested here.
