@@ -159,7 +159,7 @@ def check_compatible(saved: TrainConfig, expected: TrainConfig, where: str = "ch
     def key(c: TrainConfig) -> dict[str, Any]:
         arch = {f"model.{k}": v for k, v in dataclasses.asdict(model_config(c)).items()}
         return {"dataset": c.dataset, "schedule": c.schedule, "T": c.T,
-                "model_var": c.model_var, **arch}
+                "model_var": c.model_var, "model_mean": c.model_mean, **arch}
 
     have, want = key(saved), key(expected)
     differ = [k for k in want if have.get(k) != want[k]]

@@ -106,15 +106,21 @@ def open_model(args: argparse.Namespace):
 def draw_samples(model: torch.nn.Module, diffusion: GaussianDiffusion, shape: tuple[int, ...],
                  n: int, sampler: str = "strided", steps: int = 250, eta: float = 0.0,
                  seed: int = 0, batch_size: int = 500, device: str | torch.device = "cpu",
-                 progress: bool = True) -> torch.Tensor:
-    """n samples (n, *shape) from one seeded generator, drawn in batches."""
+                 progress: bool = True, y: torch.Tensor | None = None,
+                 guidance_scale: float = 1.0) -> torch.Tensor:
+    """n samples (n, *shape) from one seeded generator, drawn in batches; y: labels (n,)
+    for a conditional model, guided with `guidance_scale`."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if y is not None and tuple(y.shape) != (n,):
+        raise ValueError(f"y must hold one label per sample, shape ({n},), got {tuple(y.shape)}")
     generator = torch.Generator(device).manual_seed(seed)
-    kwargs = dict(generator=generator, device=device, progress=progress)
     batches = []
     for start in range(0, n, batch_size):
         batch_shape = (min(batch_size, n - start), *shape)
+        kwargs = dict(generator=generator, device=device, progress=progress,
+                      guidance_scale=guidance_scale,
+                      y=None if y is None else y[start:start + batch_shape[0]].to(device))
         if sampler == "ddpm":
             x = sample_ddpm(diffusion, model, batch_shape, **kwargs)
         elif sampler == "strided":
@@ -151,15 +157,39 @@ def save_samples_npz(x: torch.Tensor, path: Path) -> None:
     np.savez(path, **arrays)
 
 
+def labels_from_args(args: argparse.Namespace, config: TrainConfig) -> torch.Tensor | None:
+    """--label N: every sample asks for N; --label all: 0, 1, ..., K-1, 0, 1, ... (a grid
+    with 10 per row then shows one label per column)."""
+    if args.label is None:
+        if args.guidance_scale != 1.0:
+            raise UsageError("--guidance-scale needs --label (the label to guide towards)")
+        return None
+    k = config.num_classes
+    if not k:
+        raise UsageError("--label needs a conditional model (trained with --num-classes); "
+                         "this one takes no labels")
+    if args.label == "all":
+        return torch.arange(args.n) % k
+    try:
+        label = int(args.label)
+    except ValueError:
+        raise UsageError(f"--label must be an integer in 0..{k - 1} or 'all', got {args.label!r}") from None
+    if not 0 <= label < k:
+        raise UsageError(f"--label must be an integer in 0..{k - 1} or 'all', got {label}")
+    return torch.full((args.n,), label)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     model, diffusion, config = open_model(args)
     device = next(model.parameters()).device
     steps = diffusion.T if args.sampler == "ddpm" else args.steps
     if not 1 <= steps <= diffusion.T:
         raise UsageError(f"--steps must be in 1..T = 1..{diffusion.T}, got {steps}")
+    y = labels_from_args(args, config)
     start = time.perf_counter()
     x = draw_samples(model, diffusion, sample_shape(config), args.n, args.sampler, steps,
-                     args.eta, args.seed, args.batch_size, device, progress=not args.quiet)
+                     args.eta, args.seed, args.batch_size, device, progress=not args.quiet,
+                     y=y, guidance_scale=args.guidance_scale)
     elapsed = time.perf_counter() - start
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -291,11 +321,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "or channel_mult=[1,2] (repeatable)")
     p.add_argument("--schedule", help=f"linear or cosine (default {d.schedule})")
     p.add_argument("--T", type=int, help=f"diffusion steps (default {d.T})")
-    p.add_argument("--model-var", help=f"fixed_small, fixed_large, learned_range "
+    p.add_argument("--model-var", help=f"fixed_small, fixed_large, learned_range, learned "
                                        f"(default {d.model_var})")
+    p.add_argument("--model-mean", help=f"what the network predicts: eps (the noise) or mean (the "
+                                        f"posterior mean, DDPM's baseline) (default {d.model_mean})")
     p.add_argument("--loss-type", help=f"simple, vlb, hybrid (default {d.loss_type})")
     p.add_argument("--timestep-sampler", help=f"uniform or importance (default "
                                               f"{d.timestep_sampler})")
+    p.add_argument("--num-classes", type=int,
+                   help="train a conditional model on the dataset's labels: 10 for digits and "
+                        "MNIST (default 0: unconditional)")
+    p.add_argument("--p-uncond", type=float,
+                   help=f"with --num-classes: the share of labels dropped, so that the one "
+                        f"network also learns the unconditional model (default {d.p_uncond})")
     p.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
     p.add_argument("--lr", type=float, help=f"(default {d.lr})")
     p.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
@@ -326,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=250,
                    help="steps for strided and ddim (default 250; ddpm uses all T)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale (default 0)")
+    p.add_argument("--label", help="conditional models: the label to draw (0..9 for digits), "
+                                   "or 'all' for 0, 1, ..., 9 in turn")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance with --label: 0 unconditional, 1 conditional "
+                        "(default), > 1 guided (sharper, less varied)")
     p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("--batch-size", type=positive_int, default=500)
     p.add_argument("--out", default="samples.png",

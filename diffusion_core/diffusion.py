@@ -6,8 +6,10 @@ Dhariwal 2021) is named. Timesteps are 0-based: index t is the paper's t+1, so
 the paper's L_0 (the decoder) is at index 0 and L_T (the prior) follows index T-1.
 
 `model(x_t, t)` is any callable taking a batch (B, C, ...) and integer
-timesteps (B,) and returning ε̂ with C channels, or ε̂ and a variance
-interpolation value v with 2C channels (`model_var="learned_range"`).
+timesteps (B,) and returning ε̂ with C channels, or ε̂ and a variance output v
+with 2C channels (`model_var` "learned_range" or "learned"). With
+`model_mean="mean"` the network predicts the posterior mean μ̃ instead of ε
+(DDPM's baseline in its Table 2).
 
 Public methods check their inputs once and call unchecked internals (`_q_sample`,
 `_vb_terms`, ...), which a training step uses directly: they never read a tensor
@@ -29,7 +31,8 @@ from .distributions import _discretized_gaussian_log_likelihood, _normal_kl
 from .schedules import Schedule, respace, space_timesteps
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-MODEL_VARS = ("fixed_small", "fixed_large", "learned_range")
+MODEL_VARS = ("fixed_small", "fixed_large", "learned_range", "learned")
+MODEL_MEANS = ("eps", "mean")
 LOSS_TYPES = ("simple", "vlb", "hybrid")
 
 
@@ -45,6 +48,10 @@ class GaussianDiffusion:
         "fixed_small"   σ_t² = β̃_t (the posterior variance; DDPM's lower bound choice)
         "fixed_large"   σ_t² = β_t (with β̃_1 at t = 0, so the decoder is not too wide)
         "learned_range" log σ_t² = v log β_t + (1 - v) log β̃_t, v = (model output + 1)/2 (iDDPM eq. 15)
+        "learned"       log σ_t² = the model output (DDPM's "learned diagonal Σ", its Table 2)
+    model_mean: what the network's first C channels predict.
+        "eps"   the noise ε; μ_θ = μ̃_t(x̂_0(ε̂), x_t) (eq. 11; DDPM's choice)
+        "mean"  the posterior mean μ̃_t itself (DDPM's baseline, eq. 8)
     num_levels: grey levels of the data, for the discrete decoder L_0 (256 for
         8-bit images, 17 for sklearn digits).
     timestep_map: the model's timestep for each of this process's steps; a
@@ -52,11 +59,14 @@ class GaussianDiffusion:
     """
 
     def __init__(self, schedule: Schedule, model_var: str = "fixed_small", num_levels: int = 256,
-                 timestep_map: torch.Tensor | None = None):
+                 timestep_map: torch.Tensor | None = None, model_mean: str = "eps"):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a Schedule (see make_schedule), got {type(schedule).__name__}")
         if model_var not in MODEL_VARS:
             raise ValueError(f"model_var must be one of {MODEL_VARS}, got {model_var!r}")
+        if model_mean not in MODEL_MEANS:
+            raise ValueError(f"model_mean must be one of {MODEL_MEANS}, got {model_mean!r}")
+        self.model_mean = model_mean
         if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
             raise ValueError(f"num_levels must be an int >= 2, got {num_levels!r}")
         self.schedule = schedule
@@ -92,17 +102,24 @@ class GaussianDiffusion:
 
     @property
     def learns_variance(self) -> bool:
-        return self.model_var == "learned_range"
+        return self.model_var in ("learned_range", "learned")
 
     def __repr__(self) -> str:
+        mean = f", model_mean={self.model_mean!r}" if self.model_mean != "eps" else ""
         return (f"GaussianDiffusion(T={self.T}, model_var={self.model_var!r}, "
-                f"num_levels={self.num_levels})")
+                f"num_levels={self.num_levels}{mean})")
 
     def respaced(self, num_steps: int) -> GaussianDiffusion:
         """The same process on `num_steps` evenly strided timesteps (iDDPM section 4)."""
         kept = space_timesteps(self.T, num_steps)
+        if self.model_mean == "mean" and len(kept) < self.T:
+            # μ̂ is the posterior mean of the network's own one-step posterior; a longer
+            # stride has another posterior, which no network output gives.
+            raise ValueError(f"num_steps must be {self.T} (all steps) for a network that "
+                             f"predicts μ̃ (model_mean='mean'), got {num_steps}: respacing "
+                             "needs a prediction of ε or x_0")
         return GaussianDiffusion(respace(self.schedule, kept), self.model_var, self.num_levels,
-                                 timestep_map=self.timestep_map[kept])
+                                 timestep_map=self.timestep_map[kept], model_mean=self.model_mean)
 
     # ---- checks at the public boundary -------------------------------------------------
 
@@ -116,13 +133,13 @@ class GaussianDiffusion:
         check_same_shape(eps, like, "eps", "x_t")
         if self.learns_variance:
             if v is None:
-                raise ValueError("v is required with model_var='learned_range' "
+                raise ValueError(f"v is required with model_var={self.model_var!r} "
                                  "(the network's variance output, shaped like x_t)")
             check_float(v, "v")
             check_same_shape(v, like, "v", "x_t")
         elif v is not None:
             raise ValueError(f"v must be None with model_var={self.model_var!r} "
-                             "(only 'learned_range' has a variance output)")
+                             "(only 'learned_range' and 'learned' have a variance output)")
 
     # ---- the forward process q ----------------------------------------------------------
 
@@ -186,7 +203,8 @@ class GaussianDiffusion:
 
     def model_output(self, model: Model, x_t: torch.Tensor, t: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Call the model with its own timesteps; split ε̂ and v: ((B, C, ...), (B, C, ...) or None)."""
+        """Call the model with its own timesteps; split its mean output (ε̂, or μ̂ with
+        model_mean="mean") and v: ((B, C, ...), (B, C, ...) or None)."""
         out = model(x_t, self._table("timestep_map", t.device, torch.long)[t])
         C = x_t.shape[1]
         want = 2 * C if self.learns_variance else C
@@ -206,6 +224,8 @@ class GaussianDiffusion:
             return self._at("posterior_log_variance_clipped", t, like).expand_as(like)
         if self.model_var == "fixed_large":
             return self._at("log_fixed_large", t, like).expand_as(like)
+        if self.model_var == "learned":
+            return v
         frac = (v + 1.0) / 2.0  # iDDPM eq. 15, v from the network mapped to [0, 1]
         return frac * self._at("log_betas", t, like) + \
             (1.0 - frac) * self._at("posterior_log_variance_clipped", t, like)
@@ -225,13 +245,22 @@ class GaussianDiffusion:
         eps, v = self.model_output(model, x_t, t)
         return self._p_from_output(x_t, t, eps, v, clip_denoised)
 
-    def _p_from_output(self, x_t, t, eps, v, clip_denoised):
-        """p_θ(x_{t-1} | x_t) from the network's output ε̂ (and v), no network call."""
+    def _p_from_output(self, x_t, t, out, v, clip_denoised):
+        """p_θ(x_{t-1} | x_t) from the network's output (ε̂ or μ̂, and v), no network call."""
         log_variance = self.reverse_log_variance(v, t, x_t)
-        pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
-        if clip_denoised:
-            pred_x0 = pred_x0.clamp(-1.0, 1.0)
-        mean, _, _ = self._posterior(pred_x0, x_t, t)
+        if self.model_mean == "eps":
+            eps = out
+            pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
+            if clip_denoised:
+                pred_x0 = pred_x0.clamp(-1.0, 1.0)
+            mean, _, _ = self._posterior(pred_x0, x_t, t)
+        else:  # the network gives μ̂ itself; x̂_0 and ε̂ are read off it (eq. 7 solved for x_0)
+            mean = out
+            pred_x0 = (mean - self._at("posterior_mean_coef2", t, x_t) * x_t) / \
+                self._at("posterior_mean_coef1", t, x_t)
+            eps = self.predict_eps_from_x0(x_t, t, pred_x0)
+            if clip_denoised:  # for the samplers' x̂_0; the mean stays the network's
+                pred_x0 = pred_x0.clamp(-1.0, 1.0)
         return {"mean": mean, "variance": log_variance.exp(), "log_variance": log_variance,
                 "pred_x0": pred_x0, "eps": eps}
 
@@ -294,7 +323,8 @@ class GaussianDiffusion:
                         hybrid_lambda: float = 1e-3) -> dict[str, torch.Tensor]:
         """Per-example losses (B,) for a batch at timesteps t.
 
-        "simple": L_simple = ‖ε - ε̂(x_t, t)‖² averaged over dimensions (eq. 14).
+        "simple": L_simple = ‖ε - ε̂(x_t, t)‖² averaged over dimensions (eq. 14);
+            with model_mean="mean" the unweighted ‖μ̃_t - μ̂‖² (Table 2's third row).
             With learned variances it adds the hybrid term below (the variance
             has nothing else to learn from).
         "hybrid": L_simple + λ · L_vlb with the mean's gradient stopped in L_vlb
@@ -317,8 +347,9 @@ class GaussianDiffusion:
 
     def _training_losses(self, model, x0, t, noise, loss_type="simple", hybrid_lambda=1e-3):
         x_t = self._q_sample(x0, t, noise)
-        eps, v = self.model_output(model, x_t, t)
-        terms = {"mse": mean_flat((noise - eps) ** 2)}
+        eps, v = self.model_output(model, x_t, t)  # ε̂, or μ̂ with model_mean="mean"
+        target = noise if self.model_mean == "eps" else self._posterior(x0, x_t, t)[0]
+        terms = {"mse": mean_flat((target - eps) ** 2)}
         if loss_type == "vlb":
             terms["vb"] = self._vb_terms(x0, x_t, t, eps, v, clip_denoised=True)["output"]
             terms["loss"] = terms["vb"] * self.T
@@ -350,8 +381,9 @@ class GaussianDiffusion:
             t = torch.full((B,), i, dtype=torch.long, device=x0.device)
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t = self._q_sample(x0, t, noise)
-            eps, v = self.model_output(model, x_t, t)
-            vb[:, i] = self._vb_terms(x0, x_t, t, eps, v, clip_denoised, all_first=i == 0)["output"]
+            out, v = self.model_output(model, x_t, t)
+            vb[:, i] = self._vb_terms(x0, x_t, t, out, v, clip_denoised, all_first=i == 0)["output"]
+            eps = out if self.model_mean == "eps" else self._p_from_output(x_t, t, out, v, False)["eps"]
             mse[:, i] = mean_flat((eps - noise) ** 2)
         prior = self._prior_bpd(x0)
         return {"total_bpd": vb.sum(dim=1) + prior, "prior_bpd": prior, "vb": vb, "mse": mse}
@@ -436,6 +468,9 @@ def snap_to_levels(model: Model, diffusion: GaussianDiffusion, max_noise: float 
     diffusion the model was trained with: it receives the model's own timesteps, also
     under a respaced process. For evaluation and sampling: rounding has no gradient.
     """
+    if diffusion.model_mean != "eps":
+        raise ValueError(f"snap_to_levels needs a model that predicts ε (model_mean='eps'), "
+                         f"got model_mean={diffusion.model_mean!r}")
     snap_t = snap_timesteps(diffusion, max_noise)  # (T,)
     levels = diffusion.num_levels - 1  # number of gaps between levels
 

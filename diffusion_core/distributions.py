@@ -10,6 +10,9 @@ Both work elementwise in nats; reduce (sum or mean over pixels) at the call site
   masses, q(x_t) and the exact reverse step q(x_{t-1} | x_t), both Gaussian mixtures
   (`GaussianMixture1D`), with `mixture_pdf`, `mixture_cdf` and `mixture_moments`
   (the best single Gaussian), all in float64.
+- `MixtureDenoiser`: the exact ε̂(x_t, t, y) for 1-D data drawn from one Gaussian
+  mixture per class, a "network" the samplers can run to show what they do when
+  nothing is learned.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from ._checks import check_float, check_in_unit_range, check_same_shape
 from .schedules import Schedule
@@ -271,3 +275,61 @@ def mixture_moments(mixture: GaussianMixture1D) -> tuple[torch.Tensor, torch.Ten
     mean = (mixture.weights * mixture.means).sum(-1)
     spread = (mixture.weights * (mixture.means - mean[..., None]) ** 2).sum(-1)
     return mean, mixture.variance + spread
+
+
+def mixture_score(mixture: GaussianMixture1D, x: torch.Tensor) -> torch.Tensor:
+    """∇_x log p(x) of each mixture at N points: Σ_k r_k(x) (μ_k - x) / σ², with r_k the
+    component's responsibility. x: (..., N) as for `mixture_pdf`. Returns (..., N), float64."""
+    _check_mixture(mixture, x)
+    diff = mixture.means[..., None, :] - x.to(torch.float64)[..., :, None]  # (..., N, K)
+    var = mixture.variance[..., None, None]
+    log_r = mixture.weights.log()[..., None, :] - diff ** 2 / (2 * var)
+    return (torch.softmax(log_r, dim=-1) * diff).sum(-1) / var[..., 0]
+
+
+class MixtureDenoiser(nn.Module):
+    """The exact ε̂ for 1-D data from K classes, class k drawn from its own Gaussian
+    mixture (all components sharing one variance), the classes equally likely.
+
+    At step t, x_t = √ᾱ_t x_0 + √(1 - ᾱ_t) ε turns each mixture into one with means √ᾱ_t μ
+    and variance ᾱ_t σ² + 1 - ᾱ_t, and ε̂ = E[ε | x_t] = -√(1 - ᾱ_t) ∇ log p_t(x_t)
+    (Tweedie's formula). Label k uses class k's mixture; "no label" (y = K, or y None)
+    their equal-weight union. Called like a conditional UNet: x (B, 1), t (B,) 0-based
+    steps of `schedule`, y (B,). `config.num_classes` is K, as the samplers expect.
+    """
+
+    def __init__(self, schedule: Schedule, classes: list[GaussianMixture1D]):
+        super().__init__()
+        for k, c in enumerate(classes):
+            _check_mixture(c)
+            if c.means.dim() != 1 or float(c.variance) <= 0:
+                raise ValueError(f"classes[{k}] must be one 1-D mixture, means (K,) and a "
+                                 f"variance () > 0, got means {tuple(c.means.shape)}")
+        if len({float(c.variance) for c in classes}) != 1:
+            raise ValueError("every class's components must share one variance")
+        K = len(classes)
+        self.config = type("MixtureDenoiserConfig", (), {"num_classes": K})()
+        self.classes = classes
+        self.union = GaussianMixture1D(torch.cat([c.weights for c in classes]) / K,
+                                       torch.cat([c.means for c in classes]), classes[0].variance)
+        # Row k: class k's components, padded with weight 0; row K: the union ("no label").
+        width = len(self.union.means)
+        pad = [(c.weights, c.means) for c in classes] + [(self.union.weights, self.union.means)]
+        self.weights = torch.stack([torch.cat([w, w.new_zeros(width - len(w))]) for w, _ in pad])
+        self.means = torch.stack([torch.cat([m, m.new_zeros(width - len(m))]) for _, m in pad])
+        self.variance = classes[0].variance.to(torch.float64)
+        self.alphas_cumprod = schedule.alphas_cumprod
+
+    def marginal(self, label: int, alpha_bar: float) -> GaussianMixture1D:
+        """q(x_t | y = label) (label K: no label) for ᾱ_t = alpha_bar."""
+        c = self.union if label == self.config.num_classes else self.classes[label]
+        return GaussianMixture1D(c.weights, math.sqrt(alpha_bar) * c.means,
+                                 alpha_bar * c.variance + 1 - alpha_bar)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        y = torch.full_like(t, self.config.num_classes) if y is None else y
+        a = self.alphas_cumprod[t.cpu()]  # (B,) float64
+        q_t = GaussianMixture1D(self.weights[y.cpu()], a.sqrt()[:, None] * self.means[y.cpu()],
+                                a * self.variance + 1 - a)  # a batch of B mixtures
+        eps = -(1 - a).sqrt()[:, None] * mixture_score(q_t, x.detach().cpu().to(torch.float64))
+        return eps.to(device=x.device, dtype=x.dtype)  # (B, 1)

@@ -81,6 +81,14 @@ REGISTRY: dict[str, Pretrained] = {p.name: p for p in [
         "c42904620979f5fb35502dab8ff9246fc0544002aaa0c899482abeff292989d6",
     ),
     Pretrained(
+        "digits_cond",
+        "the default digits model with class labels for classifier-free guidance: a label "
+        "embedding added to the time embedding, the label dropped with probability 0.1",
+        dataclasses.replace(_DIGITS, num_classes=10, out_dir="runs/pretrained/digits_cond"),
+        "python -m diffusion_core train --num-classes 10 --out-dir runs/pretrained/digits_cond",
+        "569dd481d315075dafb6d02bf3d8784d836963c391c1991c70c69b8698030eac",
+    ),
+    Pretrained(
         "toy_moons",
         "a residual MLP on two moons, L_simple, linear schedule, T=1000",
         TrainConfig(dataset="two_moons", schedule="linear", batch_size=512, steps=4000, lr=1e-3,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .data import DIGITS_LEVELS, MNIST_LEVELS, TOY_DATASETS, load_digits, load_mnist, load_mnist9k, toy_2d
-from .diffusion import LOSS_TYPES, MODEL_VARS, GaussianDiffusion
+from .diffusion import LOSS_TYPES, MODEL_MEANS, MODEL_VARS, GaussianDiffusion
 from .models import MLPConfig, MLPDenoiser, UNet, UNetConfig
 from .schedules import make_schedule
 
@@ -44,6 +44,7 @@ class DatasetSpec:
     shape: tuple[int, ...]  # one example: (C, H, W) or (D,)
     num_levels: int | None  # values on this many levels in [-1, 1]; None: continuous
     preset: str  # the model preset "auto" picks
+    num_classes: int = 0  # labels 0..num_classes-1 come with the images (0: no labels)
 
     @property
     def discrete(self) -> bool:
@@ -55,10 +56,10 @@ class DatasetSpec:
 
 
 DATASET_SPECS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec("digits", (1, 8, 8), DIGITS_LEVELS, "digits"),
-    "mnist": DatasetSpec("mnist", (1, 28, 28), MNIST_LEVELS, "mnist"),
+    "digits": DatasetSpec("digits", (1, 8, 8), DIGITS_LEVELS, "digits", num_classes=10),
+    "mnist": DatasetSpec("mnist", (1, 28, 28), MNIST_LEVELS, "mnist", num_classes=10),
     # MNIST's test split cut 9,000 / 1,000, for machines without the 60,000 training images
-    "mnist9k": DatasetSpec("mnist9k", (1, 28, 28), MNIST_LEVELS, "mnist"),
+    "mnist9k": DatasetSpec("mnist9k", (1, 28, 28), MNIST_LEVELS, "mnist", num_classes=10),
     **{name: DatasetSpec(name, (2,), None, "mlp") for name in TOY_DATASETS},
 }
 DATASETS = tuple(DATASET_SPECS)
@@ -79,8 +80,11 @@ class TrainConfig:
     schedule: str = "cosine"
     T: int = 1000
     model_var: str = "fixed_small"
+    model_mean: str = "eps"  # what the network predicts: "eps" (DDPM) or "mean" (μ̃, its baseline)
     loss_type: str = "simple"
     timestep_sampler: str = "uniform"
+    num_classes: int = 0  # > 0: a conditional network, trained on the dataset's labels
+    p_uncond: float = 0.1  # with num_classes: the share of labels dropped to "no label"
     batch_size: int = 128  # the global batch: split evenly over the processes of a torchrun
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -106,7 +110,7 @@ class TrainConfig:
 
     def _check_fields(self) -> None:
         choices = {"dataset": DATASETS, "model_preset": MODEL_PRESETS, "schedule": SCHEDULES,
-                   "model_var": MODEL_VARS, "loss_type": LOSS_TYPES,
+                   "model_var": MODEL_VARS, "model_mean": MODEL_MEANS, "loss_type": LOSS_TYPES,
                    "timestep_sampler": TIMESTEP_SAMPLERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -123,6 +127,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not float(self.weight_decay) >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or self.num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0 (0: unconditional), "
+                             f"got {self.num_classes!r}")
+        if not 0.0 <= float(self.p_uncond) <= 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond!r}")
         if not 0.0 <= float(self.ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("bf16", "compile", "channels_last"):
@@ -161,13 +171,23 @@ def check_recipe(config: TrainConfig) -> None:
     """Refuse options that are valid alone but do not fit together (one line each)."""
     spec = config.spec
     needs_decoder = {"vlb": "loss_type='vlb'", "hybrid": "loss_type='hybrid'"}.get(config.loss_type)
-    if config.model_var == "learned_range":
-        needs_decoder = "model_var='learned_range'"
+    if config.model_var in ("learned_range", "learned"):
+        needs_decoder = f"model_var={config.model_var!r}"
     if needs_decoder and not spec.discrete:
         raise ValueError(f"{needs_decoder} trains on the bound, whose L_0 term is a discrete decoder "
                          f"for data on grey levels; {spec.describe()} has no levels: use "
                          "loss_type='simple' with model_var 'fixed_small' or 'fixed_large'")
+    if config.num_classes and config.num_classes != spec.num_classes:
+        has = f"has labels 0..{spec.num_classes - 1}" if spec.num_classes else "has no labels"
+        raise ValueError(f"num_classes={config.num_classes}, but {spec.describe()} {has}: use "
+                         f"num_classes 0 (unconditional)"
+                         + (f" or {spec.num_classes}" if spec.num_classes else ""))
+    if "num_classes" in config.model_overrides:
+        raise ValueError("set num_classes on the TrainConfig (--num-classes), not as a model "
+                         "override: the training loop needs it too")
     cfg = model_config(config)  # raises on unknown or invalid overrides
+    if config.num_classes and isinstance(cfg, MLPConfig):
+        raise ValueError(f"num_classes={config.num_classes} needs a UNet; the MLP takes no labels")
     have = sample_shape_of(cfg)
     if have != spec.shape:
         shape = "x".join(map(str, have))
@@ -176,7 +196,7 @@ def check_recipe(config: TrainConfig) -> None:
                          f"{config.model_overrides or '{}'} builds {net} for "
                          f"examples of shape {shape}, but {spec.describe()}: use model_preset "
                          f"'auto' or {spec.preset!r}")
-    if cfg.learn_sigma != (config.model_var == "learned_range"):
+    if cfg.learn_sigma != learns_sigma(config):
         raise ValueError(f"model override learn_sigma={cfg.learn_sigma} does not fit "
                          f"model_var={config.model_var!r}: leave learn_sigma out, model_var sets it")
 
@@ -194,11 +214,18 @@ def model_config(config: TrainConfig) -> UNetConfig | MLPConfig:
     if unknown:
         raise ValueError(f"model override {unknown[0]!r} (--model {unknown[0]}=...) is not a field "
                          f"of {cls.__name__}; accepted: {', '.join(known)}")
-    overrides = {"learn_sigma": config.model_var == "learned_range", **config.model_overrides}
+    overrides = {"learn_sigma": learns_sigma(config), **config.model_overrides}
+    if config.num_classes and cls is UNetConfig:  # the MLP takes no labels (check_recipe)
+        overrides["num_classes"] = config.num_classes
     try:
         return MLPConfig(**overrides) if cls is MLPConfig else getattr(UNetConfig, preset)(**overrides)
     except (TypeError, ValueError) as e:
         raise ValueError(f"model overrides {config.model_overrides}: {e}") from None
+
+
+def learns_sigma(config: TrainConfig) -> bool:
+    """Whether the network has a variance output (2C channels)."""
+    return config.model_var in ("learned_range", "learned")
 
 
 def sample_shape_of(cfg: UNetConfig | MLPConfig) -> tuple[int, ...]:
@@ -225,19 +252,24 @@ def num_levels(config: TrainConfig) -> int:
 
 def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
     return GaussianDiffusion(make_schedule(config.schedule, config.T), config.model_var,
-                             num_levels(config))
+                             num_levels(config), model_mean=config.model_mean)
 
 
 def load_dataset(config: TrainConfig, split: str = "train") -> torch.Tensor:
     """The whole split as one tensor in [-1, 1]: (N, C, H, W) images or (N, 2) points."""
+    return load_labelled(config, split)[0]
+
+
+def load_labelled(config: TrainConfig, split: str = "train") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The whole split and its labels: ((N, ...) in [-1, 1], (N,) int64 or None for the toys)."""
     if config.dataset == "digits":
-        return load_digits(split)[0]
+        return load_digits(split)
     if config.dataset == "mnist":  # the standard 60,000 / 10,000, fetched if missing
-        return load_mnist(config.data_dir, split, download=True)[0]
+        return load_mnist(config.data_dir, split, download=True)
     if config.dataset == "mnist9k":  # the test split's first 9,000 / last 1,000
-        return load_mnist9k(config.data_dir, split)[0]
+        return load_mnist9k(config.data_dir, split)
     seed = 0 if split == "train" else 1  # the toy's held-out points are a different draw
-    return toy_2d(config.dataset, TOY_POINTS, seed=seed)
+    return toy_2d(config.dataset, TOY_POINTS, seed=seed), None
 
 
 def resolve_device(device: str, local_rank: int | None = None) -> torch.device:

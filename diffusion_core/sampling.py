@@ -10,6 +10,10 @@ intermediate frames (x_t and the model's x̂_0) for the book's figures.
   x_{t-1} = √ᾱ_{t-1} x̂_0 + √(1 - ᾱ_{t-1} - σ_t²) ε̂ + σ_t z,
   σ_t = η √((1 - ᾱ_{t-1}) / (1 - ᾱ_t)) √(1 - ᾱ_t / ᾱ_{t-1}).
   η = 0 is deterministic; η = 1 gives σ_t² = β̃_t, DDPM's posterior variance.
+
+Every sampler takes labels `y` (B,) and a `guidance_scale` for a conditional
+network (classifier-free guidance, `guidance.guided`). `ddim_invert` runs the
+deterministic DDIM map the other way, from data to noise.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .diffusion import GaussianDiffusion, Model
+from .guidance import check_guidance, guided
 
 
 @dataclass
@@ -71,10 +76,14 @@ def _loop(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ...], st
           eta: float = 0.0, noise: torch.Tensor | None = None,
           generator: torch.Generator | None = None, device: torch.device | str | None = None,
           dtype: torch.dtype = torch.float32, clip_denoised: bool = True, num_frames: int = 0,
-          progress: bool = True, desc: str = "sampling"):
+          progress: bool = True, desc: str = "sampling", y: torch.Tensor | None = None,
+          guidance_scale: float = 1.0):
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or min(shape) < 1:
         raise ValueError(f"shape must be (B, C, ...) with positive sizes, got {shape}")
+    y = check_guidance(model, y, guidance_scale, shape[0])
+    if y is not None:
+        model = guided(model, y, guidance_scale)
     if not isinstance(num_frames, int) or num_frames < 0:
         raise ValueError(f"num_frames must be an int >= 0, got {num_frames!r}")
     if noise is not None:
@@ -101,8 +110,9 @@ def sample_ddpm(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ..
     """Ancestral sampling over all T steps (DDPM algorithm 2).
 
     Keyword arguments: generator, device, dtype, noise (x_T), clip_denoised,
-    progress, num_frames (> 0 also returns a `Trajectory` of that many frames).
-    Returns x_0 (B, C, ...) or (x_0, Trajectory).
+    progress, num_frames (> 0 also returns a `Trajectory` of that many frames),
+    y (labels (B,) for a conditional network) and guidance_scale (0: unconditional,
+    1: conditional, the default, > 1: guided). Returns x_0 (B, C, ...) or (x_0, Trajectory).
     """
     return _loop(diffusion, model, shape, ancestral_step, desc="DDPM", **kwargs)
 
@@ -121,3 +131,68 @@ def sample_ddim(diffusion: GaussianDiffusion, model: Model, shape: tuple[int, ..
         raise ValueError(f"eta must be a number >= 0 (0: deterministic, 1: DDPM-like), got {eta!r}")
     d = diffusion if num_steps is None else diffusion.respaced(num_steps)
     return _loop(d, model, shape, ddim_step, eta=float(eta), desc=f"DDIM {d.T}", **kwargs)
+
+
+@torch.no_grad()
+def ddim_invert(diffusion: GaussianDiffusion, model: Model, x0: torch.Tensor,
+                num_steps: int | None = None, y: torch.Tensor | None = None,
+                guidance_scale: float = 1.0, clip_denoised: bool = True,
+                progress: bool = True) -> torch.Tensor:
+    """Encode data x0 (B, C, ...) to a noise x_T by running the deterministic DDIM map forwards.
+
+    A decoding step (`ddim_step`, η = 0) from x_i with ε̂ = ε̂(x_i, t_i) is
+    x_{i-1} = √ᾱ_{i-1} x̂_0 + √(1 - ᾱ_{i-1}) ε̂, x̂_0 = (x_i - √(1 - ᾱ_i) ε̂) / √ᾱ_i.
+    For a given ε̂ this is solved exactly for x_i; the one approximation is ε̂(x_{i-1}, t_i)
+    in place of ε̂(x_i, t_i), whose error shrinks with the step.
+    Decode with `sample_ddim(diffusion, model, x0.shape, num_steps, noise=x_T)`.
+
+    `clip_denoised` clips x̂_0 to the data range as the sampler does, and re-derives ε̂ from
+    it. Keep it on in both directions: with the cosine schedule ᾱ_T ≈ 2e-9, and the first
+    decoding step divides the network's error by √ᾱ_T, which clipping alone bounds.
+    y, guidance_scale: as for the samplers. Returns x_T shaped like x0.
+    """
+    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.dim() < 2:
+        got = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, torch.Tensor) \
+            else type(x0).__name__
+        raise ValueError(f"x0 must be a float tensor of shape (B, C, ...), got {got}")
+    d = diffusion if num_steps is None else diffusion.respaced(num_steps)
+    y = check_guidance(model, y, guidance_scale, x0.shape[0])
+    if y is not None:
+        model = guided(model, y, guidance_scale)
+    x = x0
+    for i in tqdm(range(d.T), desc=f"DDIM inversion {d.T}", disable=not progress, leave=False):
+        t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+        eps, _ = d.model_output(model, x, t)
+        acp_prev = d._at("alphas_cumprod_prev", t, x)  # x's own level: 1 at the data
+        acp = d._at("alphas_cumprod", t, x)
+        if i > 0:  # at the data x̂_0 is x itself
+            pred_x0 = (x - (1 - acp_prev).sqrt() * eps) / acp_prev.sqrt()
+            if clip_denoised:
+                pred_x0 = pred_x0.clamp(-1.0, 1.0)
+                eps = (x - acp_prev.sqrt() * pred_x0) / (1 - acp_prev).sqrt()
+        else:
+            pred_x0 = x
+        x = acp.sqrt() * pred_x0 + (1 - acp).sqrt() * eps
+    return x
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between two noises, example by example: (B, ...) each.
+
+    Noises from N(0, I) in high dimension lie near a sphere of radius √d; a straight line
+    between two passes inside it (its midpoint has norm about √(d/2)), where the model saw
+    no x_T. The great circle keeps the norm. alpha in [0, 1]: 0 gives z0, 1 gives z1.
+    """
+    if z0.shape != z1.shape:
+        raise ValueError(f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
+    a = torch.as_tensor(alpha, dtype=z0.dtype, device=z0.device)
+    if bool(((a < 0) | (a > 1)).any()):
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    flat0, flat1 = z0.reshape(z0.shape[0], -1), z1.reshape(z1.shape[0], -1)
+    cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
+    theta = cos.clamp(-1, 1).acos().reshape(-1, *([1] * (z0.dim() - 1)))  # (B, 1, ...)
+    near = theta < 1e-4  # (almost) the same direction: the straight line is the arc
+    sin = torch.where(near, torch.ones_like(theta), theta.sin())
+    w0 = torch.where(near, 1 - a, torch.sin((1 - a) * theta) / sin)
+    w1 = torch.where(near, a.expand_as(theta), torch.sin(a * theta) / sin)
+    return w0 * z0 + w1 * z1

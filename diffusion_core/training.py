@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 from . import checkpoints
 from .diffusion import GaussianDiffusion
 from .distributed import Distributed, setup
-from .recipe import TrainConfig, build_diffusion, build_model, load_dataset
+from .guidance import drop_labels
+from .recipe import TrainConfig, build_diffusion, build_model, load_labelled
 
 METRICS_FILE = "metrics.jsonl"
 RANK_SEED_STRIDE = 7919  # rank r of a multi-process run draws from seed + 7919 (r + 1)
@@ -222,16 +223,18 @@ def rank_seed(seed: int, rank: int, world_size: int) -> int:
 
 def train_step(forward: nn.Module, model: nn.Module, diffusion: GaussianDiffusion,
                optimizer: torch.optim.Optimizer, x0: torch.Tensor, t: torch.Tensor,
-               weights: torch.Tensor, noise: torch.Tensor, config: TrainConfig
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               weights: torch.Tensor, noise: torch.Tensor, config: TrainConfig,
+               y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One AdamW step on a batch; no host reads. Returns the weighted mean loss () and the
     per-example losses (B,), both detached and still on the device.
 
     `forward` is the network to call (the model itself, or its DDP or compiled
-    wrapper); `model` owns the parameters the gradient is clipped on.
+    wrapper); `model` owns the parameters the gradient is clipped on. y: the batch's
+    labels (B,) for a conditional network, some already dropped to "no label".
     """
+    net = forward if y is None else (lambda x, t: forward(x, t, y))
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        losses = diffusion._training_losses(forward, x0, t, noise, config.loss_type)
+        losses = diffusion._training_losses(net, x0, t, noise, config.loss_type)
     loss = (losses["loss"] * weights).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -389,7 +392,9 @@ def _train(config: TrainConfig, dist: Distributed, resume: bool, progress: bool)
                          f"the {dist.world_size} processes")
     device, batch = dist.device, config.batch_size // dist.world_size
     seed_everything(config.seed)  # every rank builds the same initial weights
-    data = load_dataset(config).to(device)  # (N, ...)
+    data, labels = load_labelled(config)  # (N, ...), (N,) or None
+    data = data.to(device)
+    labels = labels.to(device) if config.num_classes else None
     model = build_model(config).to(device)
     if config.channels_last and data.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
@@ -435,7 +440,11 @@ def _train(config: TrainConfig, dist: Distributed, resume: bool, progress: bool)
         t, weights = sampler.sample(batch, data_generator)
         x0 = data[idx]
         noise = torch.randn_like(x0)
-        loss, per_example = train_step(forward, model, diffusion, optimizer, x0, t, weights, noise, config)
+        y = None
+        if labels is not None:  # the network learns the unconditional model on the dropped ones
+            y = drop_labels(labels[idx], config.p_uncond, config.num_classes, data_generator)
+        loss, per_example = train_step(forward, model, diffusion, optimizer, x0, t, weights, noise,
+                                       config, y)
         scheduler.step()
         if ema is not None:
             ema.update(model)

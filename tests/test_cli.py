@@ -132,3 +132,32 @@ def test_mnist_pretrained_samples_are_scored_by_the_mnist_classifier(tmp_path):
     shares = [float(part.split(":")[1].rstrip("%")) for part in line.split("class shares ")[1].split()]
     assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.5)
     assert all(share % 20 == pytest.approx(0, abs=0.05) for share in shares)  # 5 samples: k/5 each
+
+
+def test_conditional_train_and_guided_sample(tmp_path):
+    run = tmp_path / "cond"
+    out = run_cli("train", "--steps", "3", "--T", "50", "--batch-size", "8", "--num-classes", "10",
+                  "--p-uncond", "0.2", "--out-dir", str(run), "--quiet", *TINY)
+    assert out.returncode == 0, out.stderr
+    for label in ("3", "all"):
+        png = tmp_path / f"label_{label}.png"
+        out = run_cli("sample", "--checkpoint", str(run), "--n", "4", "--steps", "5", "--label", label,
+                      "--guidance-scale", "3", "--out", str(png), "--quiet")
+        assert out.returncode == 0, out.stderr
+        assert png.is_file()
+    for args, words in [(["--label", "10"], "--label must be an integer in 0..9 or 'all', got 10"),
+                        (["--label", "three"], "--label must be an integer in 0..9 or 'all'"),
+                        (["--label", "3", "--guidance-scale", "-1"], "guidance_scale must be a finite number >= 0"),
+                        (["--guidance-scale", "2"], "--guidance-scale needs --label")]:
+        out = run_cli("sample", "--checkpoint", str(run), "--n", "4", "--steps", "5", *args,
+                      "--out", str(tmp_path / "x.png"), "--quiet")
+        assert out.returncode == 2 and words in out.stderr, out.stderr
+
+
+def test_a_label_for_an_unconditional_model_is_refused(tmp_path):
+    run = tmp_path / "uncond"
+    assert run_cli("train", "--steps", "1", "--T", "50", "--batch-size", "8", "--out-dir", str(run),
+                   "--quiet", *TINY).returncode == 0
+    out = run_cli("sample", "--checkpoint", str(run), "--n", "2", "--steps", "3", "--label", "3",
+                  "--out", str(tmp_path / "x.png"), "--quiet")
+    assert out.returncode == 2 and "--label needs a conditional model" in out.stderr, out.stderr

@@ -195,3 +195,79 @@ def test_respaced_process_calls_the_model_with_original_timesteps():
     model = lambda x, t: (seen.append(t.clone()), torch.zeros_like(x))[1]
     d.p_mean_variance(model, torch.zeros(2, 3), torch.tensor([0, 9]))
     assert seen[0].tolist() == [0, 999]
+
+
+# ---- DDPM's Table 2 options: predicting μ̃, and the learned diagonal Σ -------------------
+
+
+def posterior_mean_by_hand(schedule, x0, x_t, t):
+    """Eq. 7 with the paper's 1-based t = index + 1: μ̃ = √ᾱ_{t-1} β_t/(1-ᾱ_t) x_0
+    + √α_t (1-ᾱ_{t-1})/(1-ᾱ_t) x_t, from the betas alone."""
+    betas = schedule.betas.to(D64)
+    abar = torch.cumprod(1 - betas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=D64), abar[:-1]])
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    c0 = (abar_prev[t].sqrt() * betas[t] / (1 - abar[t])).reshape(shape)
+    ct = ((1 - betas[t]).sqrt() * (1 - abar_prev[t]) / (1 - abar[t])).reshape(shape)
+    return c0 * x0 + ct * x_t
+
+
+@pytest.mark.parametrize("model_var,v", [("fixed_small", None), ("learned", None)])
+def test_a_perfect_mean_model_has_a_zero_bound_and_reads_off_x0_and_the_noise(diffusion, model_var, v):
+    d = GaussianDiffusion(diffusion.schedule, model_var=model_var, model_mean="mean")
+    x0 = torch.rand((4, 2, 3, 3), dtype=D64) * 2 - 1
+    t = torch.tensor([1, 5, 400, 999])
+    noise = torch.randn_like(x0)
+    x_t = d.q_sample(x0, t, noise)
+
+    def model(x, tt):
+        mean = posterior_mean_by_hand(d.schedule, x0, x, tt)
+        if model_var == "fixed_small":
+            return mean
+        log_var = d.schedule.posterior_log_variance_clipped[tt].reshape(-1, 1, 1, 1).expand_as(mean)
+        return torch.cat([mean, log_var], dim=1)  # the learned Σ says β̃_t, the true one
+
+    out = d.p_mean_variance(model, x_t, t, clip_denoised=False)
+    torch.testing.assert_close(out["pred_x0"], x0)
+    torch.testing.assert_close(out["eps"], noise)
+    mean, v_out = d.model_output(model, x_t, t)
+    assert torch.all(d.vb_terms_bpd(x0, x_t, t, mean, v_out, clip_denoised=False)["output"].abs() < 1e-8)
+
+
+def test_the_simple_loss_of_a_mean_model_is_the_unweighted_mse_of_the_posterior_mean(diffusion):
+    d = GaussianDiffusion(diffusion.schedule, model_mean="mean")
+    x0 = torch.rand((5, 1, 4, 4), dtype=D64) * 2 - 1
+    t = torch.tensor([0, 10, 200, 600, 999])
+    noise = torch.randn_like(x0)
+    x_t = d.q_sample(x0, t, noise)
+    losses = d.training_losses(lambda x, tt: 0.5 * x, x0, t, noise)
+    want = ((posterior_mean_by_hand(d.schedule, x0, x_t, t) - 0.5 * x_t) ** 2).flatten(1).mean(1)
+    torch.testing.assert_close(losses["loss"], want)
+
+
+def test_the_learned_diagonal_sigma_is_the_network_output(diffusion):
+    """KL(q(x_{t-1}|x_t,x_0) || N(μ, e^v)) per dimension, by the Gaussian KL formula by hand."""
+    d = GaussianDiffusion(diffusion.schedule, model_var="learned", model_mean="mean")
+    x0 = torch.rand((3, 1, 2, 2), dtype=D64) * 2 - 1
+    t = torch.tensor([3, 50, 700])
+    x_t = d.q_sample(x0, t)
+    mu, v = 0.9 * x_t, torch.full_like(x_t, -3.0)
+    got = d.vb_terms_bpd(x0, x_t, t, mu, v, clip_denoised=False)["output"]
+    m_q = posterior_mean_by_hand(d.schedule, x0, x_t, t)
+    var_q = d.schedule.posterior_variance[t].reshape(-1, 1, 1, 1)
+    kl = 0.5 * (-3.0 - var_q.log() + (var_q + (m_q - mu) ** 2) / math.exp(-3.0) - 1)
+    torch.testing.assert_close(got, kl.flatten(1).mean(1) / math.log(2))
+
+
+def test_snapping_refuses_a_mean_model(diffusion):
+    from diffusion_core import snap_to_levels
+
+    with pytest.raises(ValueError, match="snap_to_levels needs a model that predicts ε"):
+        snap_to_levels(lambda x, t: x, GaussianDiffusion(diffusion.schedule, model_mean="mean"))
+
+
+def test_a_mean_model_refuses_fewer_steps_but_runs_on_all_of_them(diffusion):
+    d = GaussianDiffusion(diffusion.schedule, model_mean="mean")
+    with pytest.raises(ValueError, match="num_steps must be"):
+        d.respaced(50)
+    assert torch.equal(d.respaced(d.T).timestep_map, torch.arange(d.T))

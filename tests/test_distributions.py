@@ -287,3 +287,33 @@ def test_mixture_pdf_rejects_points_of_the_wrong_batch(linear):
     q = point_mass_marginal(linear, torch.arange(5), LEVELS, WEIGHTS)
     with pytest.raises(ValueError, match=r"\(\.\.\., N\)"):
         mixture_pdf(q, torch.zeros(7, dtype=torch.float64))
+
+
+def test_mixture_denoiser_is_minus_the_scaled_score_of_the_noised_mixture():
+    """ε̂ = -√(1-ᾱ) d/dx log q_t(x | y), the derivative by central differences of
+    `mixture_pdf` on q_t's own closed form (means √ᾱ μ, variance ᾱ σ² + 1 - ᾱ)."""
+    from diffusion_core import make_schedule
+    from diffusion_core.distributions import GaussianMixture1D, MixtureDenoiser, mixture_pdf
+
+    f64 = torch.float64
+    sched = make_schedule("linear", 1000)
+    classes = [GaussianMixture1D(torch.tensor([1.0], dtype=f64), torch.tensor([-0.5], dtype=f64),
+                                 torch.tensor(0.09, dtype=f64)),
+               GaussianMixture1D(torch.tensor([0.3, 0.7], dtype=f64), torch.tensor([0.4, 0.8], dtype=f64),
+                                 torch.tensor(0.09, dtype=f64))]
+    model = MixtureDenoiser(sched, classes)
+    x = torch.tensor([[0.1], [0.2], [-0.3], [1.5]], dtype=f64)
+    t = torch.tensor([10, 500, 999, 0])
+    h = 1e-5
+    for y in (torch.tensor([0, 1, 2, 1]), None):
+        eps = model(x, t, y)[:, 0]
+        for i in range(4):
+            a = sched.alphas_cumprod[t[i]].item()
+            k = 2 if y is None else int(y[i])
+            c = classes[k] if k < 2 else GaussianMixture1D(torch.tensor([0.5, 0.15, 0.35], dtype=f64),
+                                                            torch.tensor([-0.5, 0.4, 0.8], dtype=f64),
+                                                            torch.tensor(0.09, dtype=f64))
+            q_t = GaussianMixture1D(c.weights, math.sqrt(a) * c.means, a * c.variance + 1 - a)
+            log_p = mixture_pdf(q_t, x[i] + torch.tensor([h, -h], dtype=f64)).log()
+            want = -math.sqrt(1 - a) * (log_p[0] - log_p[1]).item() / (2 * h)
+            assert eps[i].item() == pytest.approx(want, rel=1e-6, abs=1e-8), (i, y)

@@ -55,7 +55,7 @@ def x0_t(B=2):
      "x_t and x0 must have the same shape"),
     (lambda: D.training_losses(lambda x, t: x, *x0_t(), loss_type="l1"), ValueError, "loss_type must be one of"),
     (lambda: D.training_losses(lambda x, t: x[:, :1], *x0_t()), ValueError, "model output must have shape"),
-    (lambda: GaussianDiffusion(D.schedule, model_var="learned"), ValueError, "model_var must be one of"),
+    (lambda: GaussianDiffusion(D.schedule, model_var="learnt"), ValueError, "model_var must be one of"),
     (lambda: GaussianDiffusion(D.schedule, num_levels=1), ValueError, "num_levels must be an int >= 2"),
     (lambda: GaussianDiffusion("linear"), TypeError, "schedule must be a Schedule"),
 ])

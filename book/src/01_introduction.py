@@ -517,11 +517,15 @@ assert below_in_se(coverage[fresh], coverage[upper], 1 / 3, paired=True) > 5  # 
 # 6. **The $\varepsilon$-parameterization and the simple loss** ({doc}`06_eps_parameterization`): from the bound to the loss we
 #    trained with above.
 # 7. **The UNet** ({doc}`07_unet`): the network that predicts the noise in images.
-# 8. **The discrete decoder and bits per dimension** ({doc}`09_discrete_decoder`): the likelihood of 8-bit images.
-# 9. **What came after** ({doc}`10_improved_ddpm`): the cosine schedule, learned variances and importance-sampled timesteps.
-# 10. **Sampling faster** ({doc}`11_fewer_steps`): strided sampling and the deterministic DDIM sampler.
-# 11. **Score matching and Langevin dynamics** ({doc}`12_score_langevin`): the same model seen as
+# 8. **A real model: MNIST** ({doc}`08_mnist`): a UNet on $28\times28$ digits, scored against
+#    simple baselines and by a classifier.
+# 9. **The discrete decoder and bits per dimension** ({doc}`09_discrete_decoder`): the likelihood of 8-bit images.
+# 10. **What came after** ({doc}`10_improved_ddpm`): the cosine schedule, learned variances and importance-sampled timesteps.
+# 11. **Sampling faster** ({doc}`11_fewer_steps`): strided sampling and the deterministic DDIM sampler.
+# 12. **Score matching and Langevin dynamics** ({doc}`12_score_langevin`): the same model seen as
 #     an estimate of $\nabla_x \log p(x)$.
+# 13. **Steering the sampler** ({doc}`13_guidance`): classifier-free guidance, DDIM inversion,
+#     and DDPM's Table 2 ablation on the digits.
 #
 # ## Exercises
 #

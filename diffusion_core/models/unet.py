@@ -9,7 +9,9 @@ PixelCNN++-style UNet with a Wide-ResNet backbone:
     out:     GroupNorm, SiLU, conv_out
 
 Every output of the down path is kept as a skip, and the up path eats them in reverse order.
-The timestep t reaches every ResBlock through a sinusoidal embedding and an MLP.
+The timestep t reaches every ResBlock through a sinusoidal embedding and an MLP;
+with `num_classes` > 0 a learned embedding of the class label y is added to it
+(classifier-free guidance, Ho & Salimans 2022), with one extra "no label" entry.
 The network knows nothing about diffusion: it maps (x, t) to a tensor, and the
 diffusion code decides what that tensor means (eps, and variance interpolation
 values when `learn_sigma=True`, as in Nichol & Dhariwal 2021).
@@ -45,6 +47,7 @@ class UNetConfig:
     learn_sigma: bool = False  # if True, output 2C channels: eps and variance interpolation v
     num_groups: int = 32  # GroupNorm groups; must divide every channel count
     num_heads: int = 1
+    num_classes: int = 0  # > 0: the network also takes a label y in 0..num_classes-1 (or no label)
 
     def __post_init__(self) -> None:
         for name in ("channel_mult", "attention_resolutions"):
@@ -58,6 +61,9 @@ class UNetConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or self.num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0 (0: no labels), got {self.num_classes!r}")
         if not self.channel_mult or any(not isinstance(m, int) or m < 1
                                         for m in self.channel_mult):
             raise ValueError("channel_mult must be a non-empty tuple of positive integers, "
@@ -89,6 +95,11 @@ class UNetConfig:
     @property
     def channel_counts(self) -> tuple[int, ...]:
         return (self.base_channels,) + tuple(self.base_channels * m for m in self.channel_mult)
+
+    @property
+    def null_label(self) -> int:
+        """The label value meaning "no label": the embedding's last entry."""
+        return self.num_classes
 
     @property
     def out_channels(self) -> int:
@@ -260,6 +271,9 @@ class UNet(nn.Module):
 
         self.time_mlp = nn.Sequential(nn.Linear(ch, temb_ch), nn.SiLU(),
                                       nn.Linear(temb_ch, temb_ch))
+        # One vector per class and one for "no label", added to the time embedding: the
+        # same network is the conditional and the unconditional model.
+        self.label_emb = nn.Embedding(cfg.num_classes + 1, temb_ch) if cfg.num_classes else None
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         # Down path. Every output (conv_in's too) is kept as a skip for the up path.
@@ -301,13 +315,23 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """y: (B,) labels in 0..num_classes-1, or `config.null_label` for "no label"; None
+        means no label for every example (the only choice when num_classes is 0)."""
         cfg = self.config
         check_model_inputs(x, t, (cfg.in_channels, cfg.image_size, cfg.image_size),
                            "(B, in_channels, image_size, image_size)")
+        temb = self.time_mlp(timestep_embedding(t, cfg.base_channels).to(x.dtype))  # (B, 4 * ch)
+        if self.label_emb is not None:
+            if y is None:
+                y = torch.full_like(t, cfg.null_label, dtype=torch.long)
+            check_labels(y, x.shape[0])
+            temb = temb + self.label_emb(y.long()).to(temb.dtype)
+        elif y is not None:
+            raise ValueError("y was given, but this UNet has num_classes=0 and takes no labels: "
+                             "build it with UNetConfig(num_classes=...)")
         # Every ResBlock applies SiLU to the embedding before its projection; do it once here.
-        temb = timestep_embedding(t, cfg.base_channels).to(x.dtype)  # (B, ch)
-        temb = F.silu(self.time_mlp(temb))  # (B, 4 * ch)
+        temb = F.silu(temb)  # (B, 4 * ch)
 
         h = self.conv_in(x)  # (B, ch, H, W)
         skips = [h]
@@ -343,6 +367,14 @@ def _describe(value: object) -> str:
     if isinstance(value, torch.Tensor):
         return f"shape {tuple(value.shape)} and dtype {value.dtype}"
     return f"{type(value).__name__}"
+
+
+def check_labels(y: object, batch: int) -> None:
+    """y must be an integer tensor of shape (B,). Its values are not read here (that would
+    wait on a GPU): the samplers and the training loop check them once, up front."""
+    if not isinstance(y, torch.Tensor) or y.dtype not in _INT_DTYPES or y.shape != (batch,):
+        raise ValueError(f"y must be an integer tensor of labels with shape (B,) = ({batch},), "
+                         f"got {_describe(y)}")
 
 
 def check_model_inputs(x: object, t: object, sample_shape: tuple[int, ...],
