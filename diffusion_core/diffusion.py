@@ -32,6 +32,7 @@ from .schedules import Schedule, respace, space_timesteps
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MODEL_VARS = ("fixed_small", "fixed_large", "learned_range", "learned")
+LEARNED_VARS = ("learned_range", "learned")  # the network outputs a variance: 2C channels
 MODEL_MEANS = ("eps", "mean")
 LOSS_TYPES = ("simple", "vlb", "hybrid")
 
@@ -102,7 +103,7 @@ class GaussianDiffusion:
 
     @property
     def learns_variance(self) -> bool:
-        return self.model_var in ("learned_range", "learned")
+        return self.model_var in LEARNED_VARS
 
     def __repr__(self) -> str:
         mean = f", model_mean={self.model_mean!r}" if self.model_mean != "eps" else ""

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .diffusion import Model
+from .models.unet import check_labels
 
 
 def num_classes_of(model: object) -> int:
@@ -45,10 +46,7 @@ def check_guidance(model: object, y: object, guidance_scale: object, batch: int)
     if k == 0:
         raise ValueError("y was given, but the model takes no labels (its config has no "
                          "num_classes > 0): train it with --num-classes")
-    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.shape != (batch,):
-        got = f"shape {tuple(y.shape)} and dtype {y.dtype}" if isinstance(y, torch.Tensor) \
-            else type(y).__name__
-        raise ValueError(f"y must be an integer tensor of labels with shape (B,) = ({batch},), got {got}")
+    check_labels(y, batch)
     if y.numel() and (int(y.min()) < 0 or int(y.max()) > k - 1):
         raise ValueError(f"y must hold labels in 0..num_classes-1 = 0..{k - 1}, "
                          f"got values in {int(y.min())}..{int(y.max())}")

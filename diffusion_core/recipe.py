@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .data import DIGITS_LEVELS, MNIST_LEVELS, TOY_DATASETS, load_digits, load_mnist, load_mnist9k, toy_2d
-from .diffusion import LOSS_TYPES, MODEL_MEANS, MODEL_VARS, GaussianDiffusion
+from .diffusion import LEARNED_VARS, LOSS_TYPES, MODEL_MEANS, MODEL_VARS, GaussianDiffusion
 from .models import MLPConfig, MLPDenoiser, UNet, UNetConfig
 from .schedules import make_schedule
 
@@ -171,7 +171,7 @@ def check_recipe(config: TrainConfig) -> None:
     """Refuse options that are valid alone but do not fit together (one line each)."""
     spec = config.spec
     needs_decoder = {"vlb": "loss_type='vlb'", "hybrid": "loss_type='hybrid'"}.get(config.loss_type)
-    if config.model_var in ("learned_range", "learned"):
+    if learns_sigma(config):
         needs_decoder = f"model_var={config.model_var!r}"
     if needs_decoder and not spec.discrete:
         raise ValueError(f"{needs_decoder} trains on the bound, whose L_0 term is a discrete decoder "
@@ -225,7 +225,7 @@ def model_config(config: TrainConfig) -> UNetConfig | MLPConfig:
 
 def learns_sigma(config: TrainConfig) -> bool:
     """Whether the network has a variance output (2C channels)."""
-    return config.model_var in ("learned_range", "learned")
+    return config.model_var in LEARNED_VARS
 
 
 def sample_shape_of(cfg: UNetConfig | MLPConfig) -> tuple[int, ...]:
