@@ -8,12 +8,17 @@ not in bench/.venv. About 10 minutes on 2 CPU cores. Chapter 11 of the book plot
 curve from the JSON this writes.
 
 - Steps: one batch of starting noise x_T, the same for every sampler: DDPM's ancestral
-  sampler on all 1000 steps, the strided ancestral sampler and DDIM (eta = 0) on STEPS.
+  sampler on all 1000 steps; the strided ancestral sampler, DDIM (eta = 0) and the two
+  DPM-Solver++(2M) samplers (the ODE one and its stochastic form) on STEPS.
   Each set of `n` samples is rounded to the 17 grey levels and scored with the digit
   classifier of `diffusion_core.metrics`: the Fréchet distance of its features to the
   training digits, the share of confident samples (top probability >= 0.9), the entropy
   of the class shares, and the pixel spread. The floor: the same numbers for the held-out
   real digits (n = 300 of them, so use n = 300 samples for a like-for-like distance).
+  Each Fréchet distance gets a bootstrap standard error (`metrics.paired_bootstrap`).
+- Target check: 300 samples cannot tell 10% apart, so on 1500 samples from another x_T the
+  stochastic DPM-Solver++ at 10 and 20 steps is compared with the best 250-step sampler
+  (strided or itself), paired: is it within TARGET (10%) of that Fréchet distance?
 - Bits/dim: read from the book's likelihood table (`diffusion_core.likelihoods`, made by
   `python -m diffusion_core.likelihoods`): `calc_bpd_loop` on all 300 held-out digits for
   the models trained with L_simple, L_vlb and L_hybrid, each plain and with
@@ -35,14 +40,23 @@ from pathlib import Path
 import torch
 
 import diffusion_core
-from diffusion_core import sample_ddim, sample_ddpm, sample_strided, viz
+from diffusion_core import sample_ddim, sample_ddpm, sample_dpm_solver, sample_strided, viz
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
 from diffusion_core.likelihoods import COMMAND, load_table
-from diffusion_core.metrics import sample_yardsticks, train_digit_classifier
+from diffusion_core.metrics import (features, frechet_distance, paired_bootstrap, sample_yardsticks,
+                                    train_digit_classifier)
 from diffusion_core.pretrained import load_pretrained
 
 HERE = Path(__file__).resolve().parent
-STEPS = (250, 100, 50, 20, 10)
+STEPS = (250, 50, 20, 10, 5)
+TARGET_STEPS = (250, 20, 10)  # the target check: the best at 250 steps against 10 and 20
+SAMPLERS = {  # name -> (sampler, options)
+    "strided": (sample_strided, {}),
+    "DDIM": (sample_ddim, {"eta": 0.0}),
+    "DPM-Solver++": (sample_dpm_solver, {}),
+    "SDE-DPM-Solver++": (sample_dpm_solver, {"stochastic": True}),
+}
+TARGET = 1.10  # a sampler "reaches" the best 250-step Fréchet distance within 10%
 BPD_MODELS = ("digits_simple", "digits_vlb", "digits_hybrid")
 
 
@@ -54,28 +68,70 @@ def cpu_name() -> str:
         return platform.machine()
 
 
+def sample_levels(diffusion, model, sampler, x_T: torch.Tensor, **options) -> tuple[torch.Tensor, float]:
+    """Samples from x_T rounded to the 17 grey levels, and the seconds the sampler took."""
+    start = time.perf_counter()
+    x = sampler(diffusion, model, x_T.shape, noise=x_T, progress=False,
+                generator=torch.Generator().manual_seed(2), **options)
+    seconds = time.perf_counter() - start
+    return to_unit_range(to_levels(x, DIGITS_LEVELS), DIGITS_LEVELS), seconds
+
+
 def steps_sweep(n: int) -> dict:
+    """Every sampler at every step count of STEPS (and DDPM's 1000 steps), n samples each."""
     model, diffusion, _ = load_pretrained("digits_simple", progress=False)
     classifier = train_digit_classifier()
     x_train, _ = load_digits("train")
     x_test, _ = load_digits("test")
+    f_train = features(classifier, x_train)
     x_T = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     runs = [("ancestral", 1000, sample_ddpm, {})]
-    runs += [("strided", K, sample_strided, {"num_steps": K}) for K in STEPS]
-    runs += [("DDIM", K, sample_ddim, {"num_steps": K, "eta": 0.0}) for K in STEPS]
+    runs += [(name, K, sampler, {"num_steps": K, **options})
+             for name, (sampler, options) in SAMPLERS.items() for K in STEPS]
     rows = []
     for name, K, sampler, options in runs:
-        start = time.perf_counter()
-        x = sampler(diffusion, model, x_T.shape, noise=x_T, progress=False,
-                    generator=torch.Generator().manual_seed(2), **options)
-        seconds = time.perf_counter() - start
-        x = to_unit_range(to_levels(x, DIGITS_LEVELS), DIGITS_LEVELS)
+        x, seconds = sample_levels(diffusion, model, sampler, x_T, **options)
+        f = features(classifier, x)
+        se = paired_bootstrap(lambda a: frechet_distance(a, f_train), f,
+                              generator=torch.Generator().manual_seed(3)).std().item()
         rows.append({"sampler": name, "steps": K, "seconds": seconds,
-                     **sample_yardsticks(x, x_train, classifier)})
-        print(f"{name:>9} {K:5d} steps: {seconds:6.1f} s, Fréchet {rows[-1]['frechet']:.3f}, "
+                     **sample_yardsticks(x, x_train, classifier), "frechet_se": se})
+        print(f"{name:>16} {K:5d} steps: {seconds:6.1f} s, Fréchet {rows[-1]['frechet']:.3f}, "
               f"confident {rows[-1]['confident']:.3f}", flush=True)
     real = sample_yardsticks(x_test, x_train, classifier)
     return {"n": n, "n_real": len(x_test), "rows": rows, "real": real}
+
+
+def target_check(n: int) -> dict:
+    """The fast samplers at 10 and 20 steps against the best 250-step sampler, on n samples
+    from one x_T: each Fréchet distance, its ratio to the best 250-step one, and the paired
+    bootstrap SE of the difference (100 replicates). 300 samples cannot resolve 10%: the
+    sweep's distances carry SEs of about half their value."""
+    model, diffusion, _ = load_pretrained("digits_simple", progress=False)
+    classifier = train_digit_classifier()
+    x_train, _ = load_digits("train")
+    f_train = features(classifier, x_train)
+    fd = lambda f: frechet_distance(f, f_train)  # noqa: E731
+    x_T = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(11))
+    feats, seconds = {}, {}
+    for name in ("strided", "SDE-DPM-Solver++"):
+        for K in TARGET_STEPS:
+            if name == "strided" and K != 250:
+                continue
+            sampler, options = SAMPLERS[name]
+            x, seconds[name, K] = sample_levels(diffusion, model, sampler, x_T, num_steps=K, **options)
+            feats[name, K] = features(classifier, x)
+            print(f"target check, {name} {K} steps, {n} samples: Fréchet {fd(feats[name, K]):.3f}",
+                  flush=True)
+    best = min(((name, 250) for name in ("strided", "SDE-DPM-Solver++")), key=lambda k: fd(feats[k]))
+    rows = []
+    for (name, K), f in feats.items():
+        gap = paired_bootstrap(lambda a, b: fd(a) - fd(b), f, feats[best], n_boot=100,
+                               generator=torch.Generator().manual_seed(3))
+        rows.append({"sampler": name, "steps": K, "frechet": fd(f), "ratio": fd(f) / fd(feats[best]),
+                     "gap": fd(f) - fd(feats[best]), "gap_se": gap.std().item(),
+                     "seconds": seconds[name, K]})
+    return {"n": n, "target": TARGET, "best": {"sampler": best[0], "steps": best[1]}, "rows": rows}
 
 
 def bits_per_dim() -> dict:
@@ -116,19 +172,22 @@ def plot(result: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="samples per sampler and step count")
+    parser.add_argument("--n-target", type=int, default=1500,
+                        help="samples per run of the target check (10 and 20 steps against 250)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "quality.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     result = {
-        "command": f"python bench/quality.py --n {args.n} --threads {args.threads}",
+        "command": f"python bench/quality.py --n {args.n} --n-target {args.n_target} --threads {args.threads}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}",
         "load_average_start": os.getloadavg()[0],
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "diffusion_core": diffusion_core.__version__},
         "steps": steps_sweep(args.n),
+        "target": target_check(args.n_target),
         "bits_per_dim": bits_per_dim(),
     }
     result["minutes"] = (time.perf_counter() - start) / 60

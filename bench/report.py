@@ -1,18 +1,22 @@
-"""Turn results.json (speed.py), profile.json (profile_ops.py) and quality.json (quality.py)
-into RESULTS.md.
+"""Turn time_to_quality.json (time_to_quality.py), results.json (speed.py), profile.json
+(profile_ops.py) and quality.json (quality.py) into RESULTS.md, and time_to_quality.json into
+time_to_quality.png (beside the JSON). Runs in the project's environment (matplotlib).
 
-    python bench/report.py [--results bench/results.json --profile bench/profile.json
-                            --quality bench/quality.json --out bench/RESULTS.md]
+    python bench/report.py [--ttq bench/time_to_quality.json --results bench/results.json
+                            --profile bench/profile.json --quality bench/quality.json
+                            --out bench/RESULTS.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+CLASSIFIER_NAMES = {"book": "book CNN", "svc": "pixel SVC"}
 TARGET = 1.3  # ours should train at least this much faster than the fastest peer of its size
 
 
@@ -101,6 +105,24 @@ def profile_section(profile: dict) -> list[str]:
     return lines
 
 
+def target_check_lines(tc: dict) -> list[str]:
+    """The fast sampler at 10 and 20 steps against the best 250-step one (quality.py)."""
+    best = f"{tc['best']['sampler']} {tc['best']['steps']}"
+    out = [f"### Fast sampler against the best at 250 steps ({tc['n']} samples, paired)", "",
+           f"The same x_T for every row; the best 250-step row is {best}. Target: a Fréchet distance "
+           f"within {100 * (tc['target'] - 1):.0f}% of it (ratio <= {tc['target']:.2f}). ± is the "
+           "paired bootstrap SE of the difference.", "",
+           "| sampler | steps | Fréchet distance | ratio to the best | difference | within target |",
+           "|---|---:|---:|---:|---:|---|"]
+    for r in tc["rows"]:
+        verdict = "yes" if r["ratio"] <= tc["target"] else "no"
+        if abs(r["gap"]) < 2 * r["gap_se"]:
+            verdict += " (not resolved: |difference| < 2 SE)"
+        out.append(f"| {r['sampler']} | {r['steps']} | {r['frechet']:.3f} | {r['ratio']:.2f} | "
+                   f"{r['gap']:+.3f} ± {r['gap_se']:.3f} | {verdict} |")
+    return out + [""]
+
+
 def quality_section(q: dict) -> list[str]:
     """Sample quality against steps, and the bits/dim table, from quality.json."""
     sweep, bpd = q["steps"], q["bits_per_dim"]
@@ -121,15 +143,22 @@ def quality_section(q: dict) -> list[str]:
         "class shares (log 10 = 2.303 when every digit is equally common); pixel std: per-pixel "
         "standard deviation across samples, averaged over pixels.",
         "",
+        "DPM-Solver++ is the second-order solver of the probability-flow ODE (DPM-Solver++(2M)); "
+        "SDE-DPM-Solver++ its stochastic form, a second-order strided ancestral sampler. Each step "
+        "is one network call. ± is a bootstrap standard error.",
+        "",
         "| sampler | steps | Fréchet distance | confident | class entropy | pixel std | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sweep["rows"]:
-        out.append(f"| {r['sampler']} | {r['steps']} | {r['frechet']:.3f} | {r['confident']:.3f} | "
+        se = f" ± {r['frechet_se']:.3f}" if "frechet_se" in r else ""
+        out.append(f"| {r['sampler']} | {r['steps']} | {r['frechet']:.3f}{se} | {r['confident']:.3f} | "
                    f"{r['class_entropy']:.3f} | {r['pixel_std']:.3f} | {r['seconds']:.1f} |")
     real = sweep["real"]
     out += [f"| real held-out digits ({sweep['n_real']}) | - | {real['frechet']:.3f} | "
             f"{real['confident']:.3f} | {real['class_entropy']:.3f} | {real['pixel_std']:.3f} | - |", ""]
+    if "target" in q:
+        out += target_check_lines(q["target"])
     out += [
         f"### Held-out bits/dim ({bpd['n']} digits, 17 levels)",
         "",
@@ -149,12 +178,209 @@ def quality_section(q: dict) -> list[str]:
     return out
 
 
-def render(results: dict, profile: dict | None, quality: dict | None = None) -> str:
+# -----------------------------------------------------------------------------
+# Time to quality (time_to_quality.json)
+
+
+def ttq_meets(scores: dict, ttq: dict) -> bool:
+    """The target of time_to_quality.py, read from its config."""
+    target, real = ttq["config"]["target"], ttq["real"]
+    return all(scores[k]["confident"] >= target["confident"]
+               and scores[k]["frechet"] <= target["fd_factor"] * real[k]["frechet"]
+               for k in target["classifiers"])
+
+
+def ttq_time(t: float | None, top: float) -> str:
+    return f"{t:.0f} s" if t is not None else f"> {top:g} s"
+
+
+def ttq_ratio(r: dict) -> str:
+    if r["value"] is None:
+        return "- (neither reached it)"
+    return {"=": "**{:.2f}**", "<": "< {:.2f}", ">": "> {:.2f}"}[r["kind"]].format(r["value"])
+
+
+def ttq_sampler_label(ttq: dict, kind: str) -> str:
+    c = ttq["config"]
+    if kind == "fast":
+        return f"ours for all: {c['fast_sampler']}, {c['fast_steps']} steps, {c['n']} samples"
+    at = "every budget" if c["own_at"] == "all" else "the last budget"
+    return f"each one's own default, {c['n_own']} samples, at {at}"
+
+
+def ttq_ratio_table(ttq: dict) -> list[str]:
+    """Time to target per contender and sampler, and the ratios ours / peer."""
+    names = list(ttq["contenders"])
+    peers = [n for n in names if n != "ours"]
+    top = ttq["config"]["budgets"][-1]
+    summary = ttq["summary"]
+    lines = ["| sampler | " + " | ".join(f"time to target, {n}" for n in names) + " | "
+             + " | ".join(f"ours / {p}" for p in peers) + " |",
+             "|---|" + "---:|" * (len(names) + len(peers))]
+    for kind in ("fast", "own"):
+        times = [ttq_time(summary["time_to_target"][kind][n], top) for n in names]
+        ratios = [ttq_ratio(summary["ratios"][kind][p]) for p in peers]
+        lines.append(f"| {ttq_sampler_label(ttq, kind)} | " + " | ".join(times + ratios) + " |")
+    return lines
+
+
+def ttq_cell(s: dict, name: str, key: str, digits: int) -> str:
+    return f"{s[name][key]:.{digits}f} ± {s[name][f'{key}_se']:.{digits}f}"
+
+
+def ttq_scores_table(ttq: dict) -> list[str]:
+    """Scores at every budget, per contender and sampler, and the real floor."""
+    classifiers = ttq["config"]["target"]["classifiers"]
+    head = " | ".join(f"FD {CLASSIFIER_NAMES[k]} | confident {CLASSIFIER_NAMES[k]}" for k in classifiers)
+    lines = [f"| contender | sampler | budget | steps | {head} | target |",
+             "|---|---|---:|---:|" + "---:|---:|" * len(classifiers) + ":---:|"]
+    budgets = ttq["config"]["budgets"]
+    for name, c in ttq["contenders"].items():
+        for kind in ("fast", "own"):
+            for r in c["evals"][kind]:
+                if r["point"] not in budgets:
+                    continue
+                cells = " | ".join(f"{ttq_cell(r, k, 'frechet', 2)} | {ttq_cell(r, k, 'confident', 2)}"
+                                   for k in classifiers)
+                stopped = " (ended)" if r["final"] else ""
+                sampler = "ours" if kind == "fast" else "own"
+                lines.append(f"| {name} | {sampler} | {r['point']:g} s | {r['step']}{stopped} | {cells} | "
+                             f"{'yes' if ttq_meets(r, ttq) else 'no'} |")
+    real = ttq["real"]
+    cells = " | ".join(f"{ttq_cell(real, k, 'frechet', 2)} | {ttq_cell(real, k, 'confident', 2)}"
+                       for k in classifiers)
+    lines.append(f"| {ttq['config']['n_real']} real held-out digits | - | - | - | {cells} | - |")
+    return lines
+
+
+def ttq_contender_lines(ttq: dict) -> list[str]:
+    lines = ["| contender | params | batch | steps done | steps/s | images/s | own sampler |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, c in ttq["contenders"].items():
+        ended = f" (ended at {c['stopped_at']:.0f} s)" if c["stopped_at"] is not None else ""
+        lines.append(f"| {name} | {c['params'] / 1e6:.3f}M | {c['batch']} | {c['steps']}{ended} | "
+                     f"{c['steps_per_second']:.1f} | {c['steps_per_second'] * c['batch']:.0f} | "
+                     f"{c['own_sampler']} |")
+    lines.append("")
+    for name, c in ttq["contenders"].items():
+        lines.append(f"- **{name}**: {c['recipe']}.")
+        lines += [f"  - differs from the original: {d}" for d in c["deviations"]]
+    return lines
+
+
+def ttq_ends(ttq: dict) -> str:
+    return ", ".join(f"{n}: {c['max_steps']} steps" for n, c in ttq["contenders"].items())
+
+
+def ttq_load_caution(ttq: dict) -> str:
+    """A warning when training ran on several threads of a busy machine (see README.md)."""
+    threads, load = ttq["config"]["threads"], ttq["meta"]["load_avg_1min_start"]
+    cores = int(ttq["meta"]["machine"].rsplit(",", 1)[-1].split()[0])
+    if threads > 1 and load >= 0.5 * cores:
+        return (f". **Caution**: {threads} threads on a machine this busy make every small op wait "
+                "for a descheduled thread; the clocks then measure the load more than the recipes "
+                "(see bench/README.md)")
+    return ""
+
+
+def ttq_section(ttq: dict, plot_name: str | None) -> list[str]:
+    """The leading section of RESULTS.md: time to a good model at equal training budgets."""
+    c, meta, target, real = ttq["config"], ttq["meta"], ttq["config"]["target"], ttq["real"]
+    v = meta["versions"]
+    floor = ", ".join(f"{CLASSIFIER_NAMES[k]} {real[k]['frechet']:.3f}" for k in target["classifiers"])
+    out = [
+        "# Time to quality: how soon each library's default recipe makes good digits",
+        "",
+        f"- Command: `{meta['command']}`; date {meta['date']}; run time {meta['seconds'] / 60:.1f} min "
+        f"(training {meta['train_wall_seconds'] / 60:.1f} min of wall time)",
+        f"- Machine: {meta['machine']}; torch threads {c['threads']} for training, "
+        f"{c.get('eval_threads', c['threads'])} for sampling and scoring; load average (1 min) at start "
+        f"{meta['load_avg_1min_start']:.2f}, at end {meta['load_avg_1min_end']:.2f}{ttq_load_caution(ttq)}",
+        f"- Versions: Python {v['python']}, torch {v['torch']}, diffusion_core {v['diffusion_core']}, "
+        f"denoising-diffusion-pytorch {v['denoising-diffusion-pytorch']}, diffusers {v['diffusers']}, "
+        f"ema-pytorch {v['ema-pytorch']}, scikit-learn {v['scikit-learn']}",
+        f"- Protocol: every contender trains on the same {c['n_train']} training digits with its library's "
+        f"default recipe (below), in turns of about {c['slice']:g} s of its own clock (only its optimizer "
+        "steps are timed), so load from other processes hits all alike. Its EMA weights are kept every "
+        f"{c['grid']:g} s of its clock and at the budgets ({', '.join(f'{b:g}' for b in c['budgets'])} s); "
+        f"each recipe ends where its original does ({ttq_ends(ttq)}), and one that ends before the "
+        "largest budget keeps its final weights from there on. After "
+        "training, each kept network is sampled by our fast sampler from one shared batch of starting "
+        "noise, and at the budgets by its own default sampler (same starting noise where its interface "
+        "allows: all three here).",
+        f"- **Target**: confident share >= {target['confident']} (top class probability >= "
+        f"{target['confidence']}) and Fréchet distance <= {target['fd_factor']:g}x that of the "
+        f"{c['n_real']} held-out real digits ({floor}), under both classifiers: the book's CNN "
+        "(`diffusion_core.metrics.train_digit_classifier(seed=0)`, its 64 penultimate features) and an "
+        "independent RBF SVC on raw pixels (its 10 one-vs-rest decision values; confidence by "
+        f"`predict_proba`). Time to target: the first kept network that meets it (resolution: the "
+        f"{c['grid']:g} s grid; for the own samplers, the budgets). Samples are clamped to [-1, 1].",
+        f"- Errors: confident share ± its binomial standard error; Fréchet distance ± the spread of "
+        f"{c['fd_se']}. The Fréchet distance grows as the sample count shrinks: the own samplers' "
+        f"{c['n_own']} samples sit a little higher than our sampler's {c['n']} for the same network.",
+        "",
+        "## Time to target, and ours / peer (< 1: ours gets there sooner)",
+        "",
+        *ttq_ratio_table(ttq),
+        "",
+        "A bound (< or >) where one side never reached the target within the largest budget.",
+        "",
+    ]
+    if plot_name:
+        out += [f"![Fréchet distance and confident share against training seconds]({plot_name})", ""]
+    out += ["## Scores at the budgets", "", *ttq_scores_table(ttq), "",
+            "## The contenders and their recipes", "", *ttq_contender_lines(ttq), ""]
+    return out
+
+
+def ttq_plot(ttq: dict, out: Path) -> None:
+    """Fréchet distance and confident share against training seconds (one row per classifier):
+    lines for our sampler at every kept network, open markers for each own sampler."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target, real = ttq["config"]["target"], ttq["real"]
+    classifiers = target["classifiers"]
+    fig, axes = plt.subplots(len(classifiers), 2, figsize=(11, 3.3 * len(classifiers)), squeeze=False)
+    for row, k in zip(axes, classifiers, strict=True):
+        for i, (name, c) in enumerate(ttq["contenders"].items()):
+            for ax, key in zip(row, ("frechet", "confident"), strict=True):
+                fast, own = c["evals"]["fast"], c["evals"]["own"]
+                ax.errorbar([r["time"] for r in fast], [r[k][key] for r in fast],
+                            yerr=[r[k][f"{key}_se"] for r in fast], color=f"C{i}", marker=".",
+                            capsize=2, label=f"{name}, our sampler")
+                if own:
+                    ax.errorbar([r["time"] for r in own], [r[k][key] for r in own],
+                                yerr=[r[k][f"{key}_se"] for r in own], color=f"C{i}", marker="o",
+                                mfc="none", ls="none", capsize=2, label=f"{name}, own sampler")
+        fd_ax, conf_ax = row
+        fd_ax.axhline(real[k]["frechet"], color="k", lw=0.8, ls="--", label="real held-out digits")
+        fd_ax.axhline(target["fd_factor"] * real[k]["frechet"], color="k", lw=0.8, ls=":", label="target")
+        fd_ax.set(yscale="log", xlabel="training seconds (own clock)",
+                  ylabel=f"Fréchet distance, {CLASSIFIER_NAMES[k]}")
+        conf_ax.axhline(real[k]["confident"], color="k", lw=0.8, ls="--")
+        conf_ax.axhline(target["confident"], color="k", lw=0.8, ls=":")
+        conf_ax.set(ylim=(0, 1), xlabel="training seconds (own clock)",
+                    ylabel=f"confident share, {CLASSIFIER_NAMES[k]}")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Digits at equal training budgets: lower FD and higher confident share are better "
+                 "(dashed: real digits, dotted: target)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def render(results: dict, profile: dict | None, quality: dict | None = None, ttq: dict | None = None,
+           ttq_plot_name: str | None = None) -> str:
+    """RESULTS.md: time to quality first (when there is a time_to_quality.json), then speed,
+    the profile and the quality yardstick."""
     meta = results["meta"]
     by_shape: dict[str, dict] = {}
     for name, c in results["contenders"].items():
         by_shape.setdefault("x".join(map(str, c["shape"])), {})[name] = c
-    out = [
+    out = ttq_section(ttq, ttq_plot_name) if ttq is not None else []
+    out += [
         "# Speed: our UNet beside lucidrains' Unet and diffusers' UNet2DModel (CPU)",
         "",
         f"- Command: `{meta['command']}`",
@@ -196,6 +422,7 @@ def render(results: dict, profile: dict | None, quality: dict | None = None) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ttq", type=Path, default=HERE / "time_to_quality.json")
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     parser.add_argument("--profile", type=Path, default=HERE / "profile.json")
     parser.add_argument("--quality", type=Path, default=HERE / "quality.json")
@@ -204,7 +431,14 @@ def main() -> None:
     results = json.loads(args.results.read_text())
     profile = json.loads(args.profile.read_text()) if args.profile.exists() else None
     quality = json.loads(args.quality.read_text()) if args.quality.exists() else None
-    args.out.write_text(render(results, profile, quality))
+    ttq, plot_name = None, None
+    if args.ttq.exists():
+        ttq = json.loads(args.ttq.read_text())
+        plot = args.ttq.with_suffix(".png")
+        ttq_plot(ttq, plot)
+        plot_name = os.path.relpath(plot, args.out.parent)
+        print(f"wrote {plot}")
+    args.out.write_text(render(results, profile, quality, ttq, plot_name))
     print(f"wrote {args.out}")
 
 

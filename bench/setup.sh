@@ -23,6 +23,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 PYTHONPATH=. "$VENV/bin/python" -c "
 import contenders, torch
 import denoising_diffusion_pytorch, diffusers, diffusion_core
+import diffusion_core.training, sklearn.svm  # time_to_quality.py: safetensors, scikit-learn
 assert torch.__version__.startswith('2.13.0'), torch.__version__
 print('bench/.venv ready: torch', torch.__version__, '| diffusers', diffusers.__version__)
 "

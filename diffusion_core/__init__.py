@@ -8,7 +8,7 @@ from ._version import __version__
 from .diffusion import GaussianDiffusion, mean_flat, snap_timesteps, snap_to_levels
 from .distributions import discretized_gaussian_log_likelihood, normal_kl
 from .guidance import guided
-from .sampling import Trajectory, ddim_invert, sample_ddim, sample_ddpm, sample_strided, slerp
+from .sampling import Trajectory, ddim_invert, sample_ddim, sample_ddpm, sample_dpm_solver, sample_strided, slerp
 from .schedules import Schedule, make_schedule, respace, schedule_from_betas, space_timesteps
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "respace",
     "sample_ddim",
     "sample_ddpm",
+    "sample_dpm_solver",
     "sample_strided",
     "schedule_from_betas",
     "slerp",

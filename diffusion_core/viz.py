@@ -13,6 +13,7 @@ where no kernel is running.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -252,10 +253,10 @@ def plot_sampler_sweep(rows: Sequence[Mapping], real: Mapping, panels: Mapping[s
                        ) -> Sequence[Axes]:
     """Sample quality against the number of sampling steps, one panel per yardstick.
 
-    rows: one mapping per run, with "sampler" ("ancestral", "strided" or "DDIM"), "steps"
+    rows: one mapping per run, with "sampler" (e.g. "ancestral", "strided", "DDIM"), "steps"
         and a number for every key of `panels` (and optionally "<key>_se", its standard
-        error, drawn as an error bar); the strided and DDIM runs are drawn as curves, the
-        ancestral ones as stars. real: the same numbers for real data (a dashed line, with
+        error, drawn as an error bar); each sampler is drawn as a curve over its step counts,
+        except "ancestral" (all T steps), drawn as stars. real: the same numbers for real data (a dashed line, with
         a grey band of ±1 SE when "<key>_se" is given). panels: yardstick key -> panel
         title, e.g. {"frechet": "Fréchet distance"}.
     """
@@ -267,7 +268,8 @@ def plot_sampler_sweep(rows: Sequence[Mapping], real: Mapping, panels: Mapping[s
     if len(axes) != len(panels):
         raise ValueError(f"axes must hold one Axes per panel ({len(panels)}), got {len(axes)}")
     for ax, (key, title) in zip(axes, panels.items(), strict=True):
-        for name, marker in (("strided", "o-"), ("DDIM", "s-")):
+        curves = dict.fromkeys(r["sampler"] for r in rows if r["sampler"] != "ancestral")
+        for name, marker in zip(curves, itertools.cycle(("o-", "s-", "^-", "v-", "D-")), strict=False):
             runs = sorted((r["steps"], r[key], r.get(f"{key}_se")) for r in rows if r["sampler"] == name)
             if runs:
                 steps, values, errors = zip(*runs, strict=True)

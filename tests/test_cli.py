@@ -25,6 +25,15 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def cli(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`main(args)` in this process (no interpreter start-up and imports, ~3.5 s each), with
+    its exit code and output in the shape `run_cli` returns. `run_cli` tests the entry point."""
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
 def mean_and_se(lines: list[str]) -> dict[str, tuple[float, float]]:
     """{first word: (value, standard error)} of lines that end in 'value ± se'."""
     return {line.split()[0]: (float(line.split()[-3]), float(line.split()[-1])) for line in lines}
@@ -51,7 +60,7 @@ def test_train_options_map_onto_the_config():
                                                   "num_groups": 4, "num_heads": 1})
 
 
-def test_train_sample_nll_end_to_end(tmp_path):
+def test_train_sample_nll_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
     out = run_cli("train", "--steps", "3", "--T", "50", "--batch-size", "8", "--out-dir",
                   str(run), "--quiet", *TINY)
@@ -60,7 +69,7 @@ def test_train_sample_nll_end_to_end(tmp_path):
     assert (run / "checkpoint" / "ema.safetensors").is_file()
 
     png = tmp_path / "grid.png"
-    out = run_cli("sample", "--checkpoint", str(run), "--n", "6", "--nrow", "3",
+    out = cli(capsys, "sample", "--checkpoint", str(run), "--n", "6", "--nrow", "3",
                   "--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--out", str(png), "--quiet")
     assert out.returncode == 0, out.stderr
     image = matplotlib.image.imread(png)
@@ -68,7 +77,7 @@ def test_train_sample_nll_end_to_end(tmp_path):
 
     # .npz: the raw samples (the same seed draws the same samples), and the grid beside them
     npz = tmp_path / "samples.npz"
-    out = run_cli("sample", "--checkpoint", str(run), "--n", "6", "--nrow", "3",
+    out = cli(capsys, "sample", "--checkpoint", str(run), "--n", "6", "--nrow", "3",
                   "--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--out", str(npz), "--quiet")
     assert out.returncode == 0, out.stderr
     with np.load(npz) as f:
@@ -78,12 +87,18 @@ def test_train_sample_nll_end_to_end(tmp_path):
     assert np.abs(pixels[..., 0] / 127.5 - 1 - samples[:, 0].clip(-1, 1)).max() <= 0.5 / 127.5 + 1e-6
     assert np.array_equal(matplotlib.image.imread(tmp_path / "samples.png"), image)
 
+    # the default sampler is the stochastic DPM-Solver++ on 20 steps; the ODE one on request
+    for args, words in [((), "(sde-dpm-solver, 20 steps)"), (("--sampler", "dpm-solver"), "(dpm-solver, 20 steps)")]:
+        out = cli(capsys, "sample", "--checkpoint", str(run), "--n", "2", *args,
+                  "--out", str(tmp_path / "dpm.png"), "--quiet")
+        assert out.returncode == 0 and words in out.stdout, (out.stdout, out.stderr)
+
     # this model takes no labels: asking for one is refused, not ignored
-    out = run_cli("sample", "--checkpoint", str(run), "--n", "2", "--steps", "3", "--label", "3",
+    out = cli(capsys, "sample", "--checkpoint", str(run), "--n", "2", "--steps", "3", "--label", "3",
                   "--out", str(tmp_path / "x.png"), "--quiet")
     assert out.returncode == 2 and "--label needs a conditional model" in out.stderr, out.stderr
 
-    out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--snap-levels", "--quiet")
+    out = cli(capsys, "nll", "--checkpoint", str(run), "--n", "4", "--snap-levels", "--quiet")
     assert out.returncode == 0, out.stderr
     blocks = [b.splitlines() for b in out.stdout.split("digits test split, 4 images")[1:]]
     assert len(blocks) == 2 and "snapped to 17 levels" in blocks[1][0]
@@ -95,7 +110,7 @@ def test_train_sample_nll_end_to_end(tmp_path):
     exact = mean_and_se(blocks[0][1:5])
 
     # --t-samples: the stratified estimate of the same bound, 3 timesteps per image
-    out = run_cli("nll", "--checkpoint", str(run), "--n", "4", "--t-samples", "3", "--baselines",
+    out = cli(capsys, "nll", "--checkpoint", str(run), "--n", "4", "--t-samples", "3", "--baselines",
                   "--quiet")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -127,9 +142,9 @@ def test_errors_exit_with_code_2_and_a_message(tmp_path, capsys):
     assert e.value.code == 2
 
 
-def test_mnist_pretrained_samples_are_scored_by_the_mnist_classifier(tmp_path):
+def test_mnist_pretrained_samples_are_scored_by_the_mnist_classifier(tmp_path, capsys):
     png = tmp_path / "mnist.png"
-    out = run_cli("sample", "--pretrained", "mnist_simple", "--n", "5", "--nrow", "5",
+    out = cli(capsys, "sample", "--pretrained", "mnist_simple", "--n", "5", "--nrow", "5",
                   "--sampler", "ddim", "--steps", "4", "--out", str(png), "--evaluate", "--quiet")
     assert out.returncode == 0, out.stderr
     assert matplotlib.image.imread(png).shape[:2] == (28 + 2 * 2, 5 * 28 + 6 * 2)
@@ -139,20 +154,20 @@ def test_mnist_pretrained_samples_are_scored_by_the_mnist_classifier(tmp_path):
     assert all(share % 20 == pytest.approx(0, abs=0.05) for share in shares)  # 5 samples: k/5 each
 
 
-def test_conditional_train_and_guided_sample(tmp_path):
+def test_conditional_train_and_guided_sample(tmp_path, capsys):
     run = tmp_path / "cond"
-    out = run_cli("train", "--steps", "3", "--T", "50", "--batch-size", "8", "--num-classes", "10",
+    out = cli(capsys, "train", "--steps", "3", "--T", "50", "--batch-size", "8", "--num-classes", "10",
                   "--p-uncond", "0.2", "--out-dir", str(run), "--quiet", *TINY)
     assert out.returncode == 0, out.stderr
     png = tmp_path / "label_3.png"
-    out = run_cli("sample", "--checkpoint", str(run), "--n", "4", "--steps", "5", "--label", "3",
+    out = cli(capsys, "sample", "--checkpoint", str(run), "--n", "4", "--steps", "5", "--label", "3",
                   "--guidance-scale", "3", "--out", str(png), "--quiet")
     assert out.returncode == 0, out.stderr
     assert png.is_file()
     for args, words in [(["--label", "10"], "--label must be an integer in 0..9 or 'all', got 10"),
                         (["--label", "3", "--guidance-scale", "-1"], "guidance_scale must be a finite number >= 0"),
                         (["--guidance-scale", "2"], "--guidance-scale needs --label")]:
-        out = run_cli("sample", "--checkpoint", str(run), "--n", "4", "--steps", "5", *args,
+        out = cli(capsys, "sample", "--checkpoint", str(run), "--n", "4", "--steps", "5", *args,
                       "--out", str(tmp_path / "x.png"), "--quiet")
         assert out.returncode == 2 and words in out.stderr, out.stderr
 

@@ -185,9 +185,11 @@ def test_plot_schedule_draws_one_line_per_table():
 
 def test_plot_sampler_sweep_draws_each_run_and_the_real_line():
     rows = [{"sampler": "strided", "steps": 50, "fd": 2.0}, {"sampler": "strided", "steps": 10, "fd": 3.0},
-            {"sampler": "DDIM", "steps": 10, "fd": 4.0}, {"sampler": "ancestral", "steps": 1000, "fd": 1.0}]
+            {"sampler": "DDIM", "steps": 10, "fd": 4.0}, {"sampler": "ancestral", "steps": 1000, "fd": 1.0},
+            {"sampler": "DPM-Solver++", "steps": 20, "fd": 1.5}, {"sampler": "DPM-Solver++", "steps": 5, "fd": 2.5}]
     (ax,) = viz.plot_sampler_sweep(rows, {"fd": 0.5}, {"fd": "distance"})
     lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["DPM-Solver++"].get_xdata()) == [5, 20]  # any sampler gets its curve
     assert list(lines["strided"].get_xdata()) == [10, 50]  # sorted by steps
     assert list(lines["strided"].get_ydata()) == [3.0, 2.0]
     assert list(lines["DDIM"].get_ydata()) == [4.0]

@@ -521,7 +521,8 @@ assert below_in_se(coverage[fresh], coverage[upper], 1 / 3, paired=True) > 5  # 
 #    simple baselines and by a classifier.
 # 9. **The discrete decoder and bits per dimension** ({doc}`09_discrete_decoder`): the likelihood of 8-bit images.
 # 10. **What came after** ({doc}`10_improved_ddpm`): the cosine schedule, learned variances and importance-sampled timesteps.
-# 11. **Sampling faster** ({doc}`11_fewer_steps`): strided sampling and the deterministic DDIM sampler.
+# 11. **Sampling faster** ({doc}`11_fewer_steps`): strided sampling, the deterministic DDIM sampler
+#     and DPM-Solver++, a second-order solver that needs 10 to 20 steps.
 # 12. **Score matching and Langevin dynamics** ({doc}`12_score_langevin`): the same model seen as
 #     an estimate of $\nabla_x \log p(x)$.
 # 13. **Steering the sampler** ({doc}`13_guidance`): classifier-free guidance, DDIM inversion,

@@ -11,14 +11,16 @@
 # ---
 
 # %% [markdown]
-# # Sampling faster: strided respacing and DDIM
+# # Sampling faster: strided respacing, DDIM and DPM-Solver++
 #
 # DDPM's sampler calls the network once per step, 1000 times per image. Sampling is where
 # diffusion models pay for their quality ({doc}`01_introduction`), so the first thing
 # anyone wants is fewer steps. This chapter takes the two standard answers: skip steps in
 # the ancestral sampler by *respacing* the schedule {cite}`nichol2021improved`, and replace
 # the sampler by DDIM's, which needs no retraining and can be deterministic
-# {cite}`song2021denoising`. Both reuse the trained network as it is.
+# {cite}`song2021denoising`. Both reuse the trained network as it is, and so does the third,
+# a second-order solver, DPM-Solver++ {cite}`lu2022dpmsolverpp`, which gets as far in 10 to
+# 20 steps as the others in hundreds.
 #
 # **What you will learn**
 #
@@ -30,6 +32,9 @@
 #   samplers, measured with a Fréchet distance and a classifier.
 # - A real effect to know about: with few steps, both samplers shrink the spread of the
 #   samples, shown exactly on Gaussian data.
+# - DDIM as a first-order ODE solver, and DPM-Solver++(2M): the same network calls, one
+#   more stored $\hat x_0$, second order; checked against the exact solution, then on the
+#   digits.
 
 # %%
 import sys
@@ -47,7 +52,7 @@ import numpy as np
 import torch
 
 from diffusion_core import (GaussianDiffusion, make_schedule, respace, sample_ddim, sample_ddpm,
-                            sample_strided, space_timesteps, viz)
+                            sample_dpm_solver, sample_strided, space_timesteps, viz)
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
 from diffusion_core.metrics import (accuracy, class_probs, features, frechet_distance,
                                     paired_bootstrap, sample_yardsticks, train_digit_classifier)
@@ -532,24 +537,25 @@ if bench_file.exists():
     glue("bench_n", bench["n"])
     glue("bench_fd_1000", by_key["ancestral", 1000]["frechet"])
     glue("bench_fd_real", bench["real"]["frechet"])
-    for K in (250, 50, 10):
+    for K in (250, 50, 10, 5):
         glue(f"bench_fd_strided_{K}", by_key["strided", K]["frechet"])
         glue(f"bench_fd_ddim_{K}", by_key["DDIM", K]["frechet"])
     glue("bench_conf_strided_50", 100 * by_key["strided", 50]["confident"])
     glue("bench_conf_ddim_50", 100 * by_key["DDIM", 50]["confident"])
-    bench_steps = sorted({K for name, K in by_key if name == "DDIM"})
-    for K in bench_steps:  # on this model the ancestral sampler wins at every step count
+    bench_steps = sorted({K for name, K in by_key if name == "DDIM" and K >= 10})
+    for K in bench_steps:  # on this model the ancestral sampler wins from 10 steps up
         assert by_key["strided", K]["frechet"] < by_key["DDIM", K]["frechet"]
         assert by_key["strided", K]["confident"] > by_key["DDIM", K]["confident"]
     assert by_key["strided", 250]["frechet"] < by_key["ancestral", 1000]["frechet"]
     assert by_key["strided", 10]["frechet"] > 2 * by_key["strided", 50]["frechet"]
+    assert by_key["strided", 5]["frechet"] > by_key["DDIM", 5]["frechet"]  # ... and loses at 5
 else:
     print("bench/quality.json not found: run `make bench` in a clone of the repository")
 
 # %% [markdown]
 # With {glue:text}`bench_n` samples per point the picture is sharper, and it is not the one
 # that DDIM's CIFAR-10 results {cite}`song2021denoising` would suggest. On this small digits
-# model the strided ancestral sampler beats DDIM ($\eta = 0$) at every step count, in
+# model the strided ancestral sampler beats DDIM ($\eta = 0$) at every step count from 10 up, in
 # Fréchet distance (at 50 steps {glue:text}`bench_fd_strided_50:.2f` against
 # {glue:text}`bench_fd_ddim_50:.2f`; the real held-out digits: {glue:text}`bench_fd_real:.2f`)
 # and in confident samples ({glue:text}`bench_conf_strided_50:.0f`% against
@@ -557,7 +563,9 @@ else:
 # strided steps reach {glue:text}`bench_fd_strided_250:.2f` against
 # {glue:text}`bench_fd_1000:.2f`. Below 50 steps the ancestral sampler degrades too, and by
 # 10 steps its distance ({glue:text}`bench_fd_strided_10:.2f`) is more than twice that at
-# 50. A likely reason for DDIM's deficit is the network: its $\hat\varepsilon$ is not
+# 50; at 5 it collapses ({glue:text}`bench_fd_strided_5:.2f`, against DDIM's
+# {glue:text}`bench_fd_ddim_5:.2f`): steps that big add more fresh noise than the next step
+# can remove. A likely reason for DDIM's deficit is the network: its $\hat\varepsilon$ is not
 # exact, and a deterministic sampler carries every error to the end, while the fresh noise
 # of an ancestral step partly washes earlier errors out {cite}`karras2022elucidating`. How
 # a sampler ranks depends on the model it drives: measure, on your own model, before
@@ -625,6 +633,240 @@ assert gap.mean() > 4 * gap.std() / math.sqrt(N)  # z = 15 to 18 on seeds 0-4
 # step leads elsewhere. This is what makes DDIM's $x_T$ a useful latent code: DDIM's paper
 # shows that interpolating two noises interpolates the images {cite}`song2021denoising`.
 #
+# ## A second-order solver: DPM-Solver++
+#
+# DDIM with $\eta = 0$ is one step of a solver for an ordinary differential equation, the
+# *probability-flow ODE* ({doc}`12_score_langevin` meets it from the score side), and how
+# well a solver does in few steps is a question of its *order*. Write
+# $\alpha_t = \sqrt{\bar\alpha_t}$, $\sigma_t = \sqrt{1 - \bar\alpha_t}$ and
+# $\lambda_t = \log(\alpha_t / \sigma_t)$, half the log signal-to-noise ratio, which rises as
+# $t$ falls. Lu et al. {cite}`lu2022dpmsolverpp` write the ODE's exact solution from a noise
+# level $s$ to a lower one $t$ with the network's clean-image guess $\hat x_0$ inside one
+# integral, everything else done by hand:
+#
+# $$
+# x_t = \frac{\sigma_t}{\sigma_s}\, x_s
+#       + \sigma_t \int_{\lambda_s}^{\lambda_t} e^{\lambda}\, \hat x_0(x_\lambda, \lambda)\, d\lambda .
+# $$ (dpm-exact)
+#
+# Holding $\hat x_0$ at its value at $s$ gives, with the step $h = \lambda_t - \lambda_s$,
+# $x_t = \frac{\sigma_t}{\sigma_s} x_s + \alpha_t (1 - e^{-h})\, \hat x_0(x_s)$: DDIM's step
+# {eq}`ddim` with $\eta = 0$, rearranged (exercise 4). Its error per step is of order $h^2$,
+# so over the $N$ steps of the path the error falls as $1/N$: *first order*.
+# **DPM-Solver++(2M)** keeps the $\hat x_0$ of the previous step, at $\lambda_{s'}$, and reads
+# the line through the two at the middle of the step:
+#
+# $$
+# D = \hat x_0(x_s) + \frac{1}{2r}\big(\hat x_0(x_s) - \hat x_0(x_{s'})\big),
+# \qquad r = \frac{\lambda_s - \lambda_{s'}}{h},
+# $$ (dpm-2m)
+#
+# and uses $D$ in place of $\hat x_0(x_s)$. That is still one network call per step, and the
+# error now falls as $1/N^2$: *second order*. The first step has no previous $\hat x_0$ and is
+# DDIM's; so is the last one, into $t = 1$, where $\lambda$ jumps (from 1.7 to 5 at 10 steps
+# on the cosine schedule) and the line would overshoot. The same correction fits the
+# ancestral sampler: the stochastic form, SDE-DPM-Solver++(2M),
+#
+# $$
+# x_t = \frac{\sigma_t}{\sigma_s}\, e^{-h} x_s + \alpha_t\,(1 - e^{-2h})\, D
+#       + \sigma_t \sqrt{1 - e^{-2h}}\; z ,
+# $$ (dpm-sde)
+#
+# is exactly the strided ancestral step of this chapter when $D = \hat x_0(x_s)$ (the
+# library's tests check both reductions, draw for draw). Both are
+# `sample_dpm_solver(diffusion, model, shape, num_steps, stochastic=...)`.
+#
+# First the order, on the Gaussian data, where the ODE's solution is known: a sample keeps
+# its z-score $(x_t - \alpha_t \mu)/\sqrt{\alpha_t^2 S^2 + \sigma_t^2}$ along the whole path. We
+# start 61 points evenly spread over $x_T \in [-3, 3]$, solve to $t = 1$ by hand, end with
+# $\hat x_0$ there as the samplers do, and measure each sampler's largest error:
+
+# %%
+x_T_line = torch.linspace(-3, 3, 61, dtype=f64).view(-1, 1)
+t_one = torch.zeros(61, dtype=torch.long)  # step t = 1 (index 0)
+a_T, a_1 = acp_lin[-1], acp_lin[0]
+z_line = (x_T_line - a_T.sqrt() * MU) / (a_T * S ** 2 + 1 - a_T).sqrt()
+x_1 = a_1.sqrt() * MU + (a_1 * S ** 2 + 1 - a_1).sqrt() * z_line  # the exact ODE solution at t = 1
+x_end = (x_1 - (1 - a_1).sqrt() * eps_star(x_1, t_one)) / a_1.sqrt()  # ... and its x0-hat
+
+steps_ode = [10, 20, 40, 80, 160]
+ode_error = {"DDIM": [], "DPM-Solver++": []}
+for K in steps_ode:
+    for name, sampler in (("DDIM", sample_ddim), ("DPM-Solver++", sample_dpm_solver)):
+        x = sampler(diffusion_lin, eps_star, x_T_line.shape, K, noise=x_T_line, **kw)
+        ode_error[name].append((x - x_end).abs().max().item())
+# the error's fall per doubling of the steps, as an order: 1 halves it, 2 quarters it
+orders = {name: [math.log2(a / b) for a, b in zip(e, e[1:])] for name, e in ode_error.items()}
+print("steps:       " + "".join(f"{K:>9}" for K in steps_ode) + "   order per doubling")
+for name, errors in ode_error.items():
+    print(f"{name:>12}: " + "".join(f"{e:9.1e}" for e in errors)
+          + "   " + " ".join(f"{o:4.1f}" for o in orders[name]))
+glue("ode_ratio_20", ode_error["DDIM"][1] / ode_error["DPM-Solver++"][1], digits=2)
+glue("ode_ratio_40", ode_error["DDIM"][2] / ode_error["DPM-Solver++"][2], digits=2)
+glue("order_dpm_10", orders["DPM-Solver++"][0], digits=2)
+
+# %%
+fig, ax = plt.subplots(figsize=(5, 3))
+for name, errors in ode_error.items():
+    ax.loglog(steps_ode, errors, "o-", label=name)
+K_ref = np.array(steps_ode[:3], dtype=float)
+ax.loglog(K_ref, 0.5 * ode_error["DPM-Solver++"][0] * (K_ref[0] / K_ref) ** 2, "k--", lw=0.8,
+          label="slope 1/N²")
+ax.set(xlabel="number of steps N", ylabel="largest error at the data")
+ax.legend(fontsize=8)
+plt.show()
+
+# %%
+# Deterministic (no random draws, float64): the same numbers on any machine, to rounding.
+assert all(0.8 < o < 1.2 for o in orders["DDIM"])  # first order throughout
+assert orders["DPM-Solver++"][0] > 1.8  # second order while the steps are long
+assert all(p < d / 2 for d, p in zip(ode_error["DDIM"][1:], ode_error["DPM-Solver++"][1:], strict=True))
+
+# %% [markdown]
+# Each doubling of the steps halves DDIM's error: order 1, as promised. DPM-Solver++ falls
+# faster, order {glue:text}`order_dpm_10:.1f` from 10 to 20 steps and faster still to 40
+# (its errors partly cancel there), and it is {glue:text}`ode_ratio_20:.0f` times more
+# accurate than DDIM at 20 steps and {glue:text}`ode_ratio_40:.0f` times at 40. Beyond 40
+# steps its error stalls near $10^{-3}$: that is the first-order step into $t = 1$, whose
+# $\lambda$-step shrinks only slowly with $N$ on evenly strided steps. The spread of the
+# samples improves too: the same 20,000 Gaussian draws as above, at 10 steps, the four
+# samplers side by side:
+
+# %%
+x_T_gauss = torch.randn(n_gauss, 1, generator=g, dtype=f64)
+kw_10 = dict(noise=x_T_gauss, generator=generator(10), **kw)
+spread_10 = {
+    "ancestral, beta~": sample_strided(diffusion_lin, eps_star, (n_gauss, 1), 10, **kw_10),
+    "SDE-DPM-Solver++": sample_dpm_solver(diffusion_lin, eps_star, (n_gauss, 1), 10, stochastic=True,
+                                          **kw_10),
+    "DDIM, eta = 0": sample_ddim(diffusion_lin, eps_star, (n_gauss, 1), 10, **kw_10),
+    "DPM-Solver++": sample_dpm_solver(diffusion_lin, eps_star, (n_gauss, 1), 10, **kw_10),
+}
+spread_10 = {name: x.std().item() / S for name, x in spread_10.items()}
+for name, value in spread_10.items():
+    print(f"{name:>18}: sample std / true std at 10 steps = {value:.3f}")
+glue("spread10_ddim", spread_10["DDIM, eta = 0"], digits=3)
+glue("spread10_dpm", spread_10["DPM-Solver++"], digits=3)
+glue("spread10_strided", spread_10["ancestral, beta~"], digits=3)
+glue("spread10_sde", spread_10["SDE-DPM-Solver++"], digits=3)
+
+# %%
+# Gaps of 0.06 and 0.09 here, 8 and 13 times the SE of an independent comparison (se √2);
+# the samplers share their draws, so the true margin is wider still.
+assert abs(spread_10["DPM-Solver++"] - 1) < abs(spread_10["DDIM, eta = 0"] - 1) - 5 * se
+assert abs(spread_10["SDE-DPM-Solver++"] - 1) < abs(spread_10["ancestral, beta~"] - 1) - 5 * se
+
+# %% [markdown]
+# DPM-Solver++ keeps {glue:text}`spread10_dpm:.3f` of the spread where DDIM keeps
+# {glue:text}`spread10_ddim:.3f`, and its stochastic form {glue:text}`spread10_sde:.3f`
+# where the ancestral sampler keeps {glue:text}`spread10_strided:.3f`: the correction
+# removes part of the corner-cutting, but not the ancestral sampler's own error, the
+# variance it adds (the exact variance of the previous section is the cure for that).
+#
+# Now the digits model, from the same 256 noises $x_T$ as the sweep above, at the same
+# step counts:
+
+# %%
+for K in step_counts:
+    run("DPM-Solver++", K, sample_dpm_solver, num_steps=K)
+    run("SDE-DPM-Solver++", K, sample_dpm_solver, num_steps=K, stochastic=True)
+for key, x in samples.items():  # the yardsticks' inputs for the new sets
+    data["frechet"].setdefault(key, features(classifier, x))
+    data["confident"].setdefault(key, class_probs(classifier, x).amax(dim=1))
+for key in samples:
+    if key not in quality and key != ("real", 0):
+        quality[key] = measure(key)
+
+# %% tags=["nbval-ignore-output"]
+print(f"{'sampler':>17} {'steps':>6} | {'Frechet':>12} {'confident':>12}")
+for (name, K), q in quality.items():
+    print(f"{name:>17} {K:>6} | {q['frechet']:5.2f} ± {q['frechet_se']:4.2f} "
+          f"{q['confident']:5.2f} ± {q['confident_se']:4.2f}")
+for name, slug in (("DPM-Solver++", "dpm"), ("SDE-DPM-Solver++", "sde"), ("DDIM", "ddim"),
+                   ("strided", "strided")):
+    glue(f"std_{slug}_10", quality[name, 10]["pixel_std"], digits=2)
+glue("std_real", real["pixel_std"], digits=2)
+
+# %%
+rows = [{"sampler": name, "steps": K, **q} for (name, K), q in quality.items()]
+fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+viz.plot_sampler_sweep(rows, real, {"frechet": "Fréchet distance (lower: better)",
+                                    "confident": "share of confident samples"}, axes=axes,
+                       real_label=f"{N} real digits")
+plt.tight_layout()
+plt.show()
+
+# %% tags=["nbval-ignore-output"]
+claims_dpm = []  # (claim, difference, its paired SE), as for the claims above
+for K in (10, 5):  # (at 3 steps every step is first order: the samplers are DDIM and strided)
+    claims_dpm.append((f"pixel std at {K} steps, DPM-Solver++ - DDIM",
+                       *paired_gap("pixel_std", ("DPM-Solver++", K), ("DDIM", K))))
+    claims_dpm.append((f"pixel std at {K} steps, SDE-DPM-Solver++ - strided",
+                       *paired_gap("pixel_std", ("SDE-DPM-Solver++", K), ("strided", K))))
+fd_gaps = [(f"Frechet at {K} steps, {first} - {second}", *paired_gap("frechet", (first, K), (second, K)))
+           for K in (10, 5) for first, second in (("DDIM", "DPM-Solver++"), ("strided", "SDE-DPM-Solver++"))]
+print(f"{'':>48} | {'difference':>10} {'SE':>6} {'z':>5}")
+for claim, diff, se_claim in claims_dpm + fd_gaps:
+    print(f"{claim:>48} | {diff:10.3f} {se_claim:6.3f} {diff / se_claim:5.1f}")
+
+# %%
+for claim, diff, se_claim in claims_dpm:  # z = 17 to 32 on seeds 0-3
+    assert diff > 2 * se_claim, claim
+
+# %% [markdown]
+# The Gaussian picture carries over. At 10 and at 5 steps each second-order sampler keeps
+# more of the spread than its first-order partner: at 10 steps a pixel's standard deviation
+# across the samples is {glue:text}`std_dpm_10:.3f` for DPM-Solver++ against
+# {glue:text}`std_ddim_10:.3f` for DDIM, {glue:text}`std_sde_10:.3f` for the stochastic form
+# against {glue:text}`std_strided_10:.3f` for the strided sampler (real digits:
+# {glue:text}`std_real:.3f`), asserted at $z > 2$ ($z$ = 17 to 32 on every seed we tried).
+# The Fréchet distances at 10 and 5 steps are lower too, on every seed we tried, but by one
+# to six standard errors: more than 256 samples can promise on every machine, so they are
+# printed, not asserted. At 3 steps there is nothing to correct (the first and last steps
+# are first order), and from 20 steps up each pair's curves lie on each other: the two ODE
+# solvers approach the same limit, worse on this model than the ancestral one, as the
+# benchmark showed for DDIM.
+#
+# The benchmark asks the same question with more samples: its sweep has both DPM-Solver++
+# samplers on 300 samples per point (the curves in the benchmark figure above), and a
+# target check on 1500 samples from one $x_T$, the fast sampler at 10 and 20 steps against
+# the best sampler at 250 steps:
+
+# %%
+if bench_file.exists():
+    check = json.loads(bench_file.read_text())["target"]
+    best = f"{check['best']['sampler']}, {check['best']['steps']} steps"
+    print(f"{check['n']} samples from one x_T; the best at 250 steps: {best}")
+    print(f"{'sampler':>17} {'steps':>6} | {'Frechet':>8} {'ratio':>6} {'difference':>16}")
+    for r in check["rows"]:
+        print(f"{r['sampler']:>17} {r['steps']:>6} | {r['frechet']:8.3f} {r['ratio']:6.2f} "
+              f"{r['gap']:+8.3f} ± {r['gap_se']:.3f}")
+    by_check = {(r["sampler"], r["steps"]): r for r in check["rows"]}
+    for K in (10, 20):
+        r = by_check["SDE-DPM-Solver++", K]
+        glue(f"check_ratio_{K}", r["ratio"])
+        glue(f"check_gap_{K}", r["gap"])
+        glue(f"check_gap_se_{K}", r["gap_se"])
+    glue("check_n", check["n"])
+    glue("check_best", best)
+    glue("check_fd_best", min(r["frechet"] for r in check["rows"] if r["steps"] == 250))
+else:
+    print("bench/quality.json not found: run `make bench` in a clone of the repository")
+
+# %% [markdown]
+# On {glue:text}`check_n` samples the best 250-step sampler is {glue:text}`check_best`
+# (Fréchet distance {glue:text}`check_fd_best:.3f`; the strided one is within a few percent
+# of it). The stochastic DPM-Solver++ at 20 steps lands at {glue:text}`check_ratio_20:.2f`
+# times that distance and at 10 steps at {glue:text}`check_ratio_10:.2f` times, but both
+# differences ({glue:text}`check_gap_20:.3f` ± {glue:text}`check_gap_se_20:.3f` and
+# {glue:text}`check_gap_10:.3f` ± {glue:text}`check_gap_se_10:.3f`) are inside one standard
+# error of zero. So the benchmark's target, within 10% of the best distance at 250 steps, is
+# neither met nor missed within what this yardstick resolves: the standard error of each
+# difference is more than half the distance itself. Twelve to twenty-five times fewer
+# network calls for a difference we cannot measure is why `python -m diffusion_core sample`
+# uses the stochastic DPM-Solver++ with 20 steps by default.
+
+# %% [markdown]
 # ## Summary
 #
 # - A model trained on $T$ steps runs on any subset of them: keep $\bar\alpha$ at the kept
@@ -635,11 +877,15 @@ assert gap.mean() > 4 * gap.std() / math.sqrt(N)  # z = 15 to 18 on seeds 0-4
 # - On the digits model, quality falls below 10 steps and collapses at 3, by many standard
 #   errors; between 20 and 100 steps the differences are within what 256 samples resolve.
 #   With 300 samples per point (`make bench`), the strided ancestral sampler is better than
-#   DDIM at every step count on this model, and 250 steps beat 1000.
+#   DDIM from 10 steps up on this model, and 250 steps beat 1000.
 # - A number from a sample of images comes with its standard error (the bootstrap), and a
 #   comparison of two samplers from the same noise with the paired one.
 # - With few steps both samplers shrink the spread of the samples, even with a perfect
 #   denoiser; for the ancestral sampler the cure is the right reverse variance.
+# - DDIM ($\eta = 0$) is a first-order solver of the probability-flow ODE; DPM-Solver++(2M)
+#   extrapolates $\hat x_0$ along $\lambda$ from the previous step and is second order for the
+#   same network calls. Its stochastic form is a second-order ancestral sampler, and on the
+#   digits model it is the sampler to use with 10 to 20 steps.
 #
 # ## Exercises
 #
@@ -700,6 +946,9 @@ passed = check(my_ddim_step, library_ddim_step, cases, solution=solution_ddim_st
 # 3. `space_timesteps` strides evenly. DDIM's paper also tries a quadratic spacing,
 #    $k_i \propto i^2$, which puts more steps at small $t$. Build it with `respace` and
 #    compare the Fréchet distance at 10 steps.
+# 4. Show that the first-order step
+#    $x_t = \frac{\sigma_t}{\sigma_s} x_s + \alpha_t (1 - e^{-h})\, \hat x_0$ of
+#    {eq}`dpm-exact` is DDIM's step {eq}`ddim` with $\eta = 0$, from $s$ to $t$.
 #
 # :::{admonition} Solution to 1
 # :class: dropdown
@@ -730,4 +979,15 @@ passed = check(my_ddim_step, library_ddim_step, cases, solution=solution_ddim_st
 # `sample_ddim(short, model, x_T.shape, eta=0.0, noise=x_T, progress=False)`, with no
 # `num_steps`, runs on it. Score the result with `sample_yardsticks` and compare it with the
 # evenly strided 10-step DDIM row of the table.
+# :::
+#
+# :::{admonition} Solution to 4
+# :class: dropdown
+# With $e^{-h} = \frac{\alpha_s \sigma_t}{\sigma_s \alpha_t}$, the step is
+# $x_t = \alpha_t \hat x_0 + \frac{\sigma_t}{\sigma_s}(x_s - \alpha_s \hat x_0)
+# = \alpha_t \hat x_0 + \sigma_t \hat\epsilon$, since
+# $\hat\epsilon = (x_s - \alpha_s \hat x_0)/\sigma_s$. With $\alpha = \sqrt{\bar\alpha}$ and
+# $\sigma = \sqrt{1 - \bar\alpha}$ this is
+# $\sqrt{\bar\alpha_t}\,\hat x_0 + \sqrt{1 - \bar\alpha_t}\,\hat\epsilon$, {eq}`ddim` with
+# $\sigma_t(0) = 0$ (there written from $t$ to $t - 1$).
 # :::
