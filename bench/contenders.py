@@ -12,7 +12,9 @@ Three peers, each paired with a `UNetConfig` of ours whose parameter count is wi
     diffusers-noattn   the same with 1 ResBlock per level and no attention at all.
 
 Ours runs with dropout 0, as the peers do by default, so every contender does the same
-kind of work. `UNetConfig.digits()` at 8x8 is timed alone, as a reference.
+kind of work. `UNetConfig.digits()` at 8x8 is timed alone, as a reference. At 1x28x28 every
+contender also runs "tuned": weights and inputs in channels_last (NHWC), the layout oneDNN's
+convolutions use natively, so each peer gets the same tuning as ours.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent / "stubs"))
 
 SHAPES = {"1x28x28": (1, 28), "3x32x32": (3, 32)}  # name -> (channels, size)
+TUNED_SHAPES = ("1x28x28",)  # where every contender also runs in channels_last
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Contender:
     shape: tuple[int, int, int]  # (C, H, W) of one input image
     build: Callable[[], nn.Module]
     config: str  # how it is built, for the report
+    channels_last: bool = False  # the tuned twin: NHWC weights and inputs (oneDNN's own layout)
 
     def forward(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """eps prediction (B, C, H, W) from x (B, C, H, W) and integer timesteps t (B,)."""
@@ -108,6 +112,10 @@ def contenders() -> dict[str, Contender]:
                       "UNetConfig.mnist(num_res_blocks=1, attention_resolutions=(), dropout=0); "
                       f"keeps its one middle attention at {low}x{low} (not switchable)"),
         ]
+        if shape_name in TUNED_SHAPES:  # each contender again, channels_last: "tuned" rows
+            entries += [Contender(e.name.replace(f" {shape_name}", f" channels_last {shape_name}"), e.library,
+                                  e.shape, e.build, f"{e.config}; channels_last", channels_last=True)
+                        for e in list(entries)]
         out.update({e.name: e for e in entries})
 
     def digits() -> nn.Module:
@@ -122,8 +130,10 @@ def contenders() -> dict[str, Contender]:
 
 def pairs() -> list[Pair]:
     """(peer, ours) pairs whose speed ratio the benchmark reports."""
-    return [Pair(f"{peer} {shape}", f"ours~{peer} {shape}")
-            for shape in SHAPES for peer in ("lucidrains", "diffusers", "diffusers-noattn")]
+    return [Pair(f"{peer}{tuned} {shape}", f"ours~{peer}{tuned} {shape}")
+            for shape in SHAPES for tuned in ("", " channels_last")
+            for peer in ("lucidrains", "diffusers", "diffusers-noattn")
+            if not tuned or shape in TUNED_SHAPES]
 
 
 def count_parameters(model: nn.Module) -> int:

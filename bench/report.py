@@ -50,6 +50,24 @@ def contender_table(contenders: dict, meta: dict) -> list[str]:
     return lines
 
 
+def tuning_table(contenders: dict, meta: dict) -> list[str]:
+    """Each contender tuned (channels_last) against itself in the default layout: median
+    speed-ups (> 1: the tuning pays), from the same interleaved rounds."""
+    lines = ["| contender | train speed-up, channels_last / default | sample speed-up |",
+             "|---|---:|---:|"]
+    for name, tuned in contenders.items():
+        if " channels_last " not in name:
+            continue
+        plain = contenders.get(name.replace(" channels_last ", " "))
+        if plain is None:
+            continue
+        cells = []
+        for kind in ("train", "sample"):
+            cells.append(statistics.median(flat(plain[kind]["wall"])) / statistics.median(flat(tuned[kind]["wall"])))
+        lines.append(f"| {name.replace(' channels_last ', ' ')} | {cells[0]:.2f}x | {cells[1]:.2f}x |")
+    return lines if len(lines) > 2 else []
+
+
 def ratio_cell(ratios: list[float]) -> str:
     return f"**{statistics.median(ratios):.2f}x** [{min(ratios):.2f}, {max(ratios):.2f}]"
 
@@ -410,7 +428,12 @@ def render(results: dict, profile: dict | None, quality: dict | None = None, ttq
         "",
     ]
     for shape, contenders in by_shape.items():
-        out += [f"### {shape}", "", *contender_table(contenders, meta), "", "Configs:", ""]
+        out += [f"### {shape}", "", *contender_table(contenders, meta), ""]
+        tuning = tuning_table(contenders, meta)
+        if tuning:
+            out += ["Tuned (channels_last) against the default layout, each contender against itself:", "",
+                    *tuning, ""]
+        out += ["Configs:", ""]
         out += [f"- {name}: `{c['config']}`" for name, c in contenders.items()]
         out.append("")
     if profile is not None:

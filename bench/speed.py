@@ -63,6 +63,12 @@ class Runner:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.train_inputs = make_inputs(c, TRAIN_BATCH)
         self.sample_inputs = make_inputs(c, SAMPLE_BATCH)[:2]
+        if c.channels_last:  # parameters and images in NHWC; oneDNN then skips its reorders
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+            nhwc = lambda x: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x  # noqa: E731
+            self.train_inputs = tuple(nhwc(x) for x in self.train_inputs)
+            self.sample_inputs = tuple(nhwc(x) for x in self.sample_inputs)
 
     def train(self) -> None:
         x_t, t, eps = self.train_inputs
