@@ -21,7 +21,7 @@ BOOK_JS := book/_vendor/.stamp
 # warnings that follow land on stderr, which nbval counts as a changed output.
 export MPLCONFIGDIR := $(CURDIR)/.make/matplotlib
 
-.PHONY: help install test test-lib test-book test-portable test-installed book vendor check-html notebooks bench lint clean
+.PHONY: help install test test-lib test-book test-portable test-installed book vendor check-html notebooks bench bench-quick lint clean
 
 help:
 	@echo "make book   build the HTML book into _build/html"
@@ -93,10 +93,14 @@ check-html: install
 	@[ -d scripts/node_modules/playwright-core ] || npm ci --prefix scripts --no-audit --no-fund
 	REQUIRE_BOOK_HTML=1 $(PYTHON) -m pytest tests/test_book_html.py -v
 
-# Speed beside diffusers and lucidrains (own venv in bench/.venv), then the quality
-# yardstick of the shipped digits models (the project's venv) -> bench/RESULTS.md
+# Time to quality and speed beside diffusers and lucidrains (own venv in bench/.venv), then
+# the quality yardstick of the shipped digits models (the project's venv) -> bench/RESULTS.md
 bench:
 	bash bench/run.sh
+
+# A smoke run of the same (short budgets, one speed round) into bench/quick/ (git-ignored)
+bench-quick:
+	bash bench/run.sh quick
 
 lint: install
 	$(PYTHON) -m ruff check diffusion_core tests
