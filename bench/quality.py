@@ -46,6 +46,7 @@ from diffusion_core.likelihoods import COMMAND, load_table
 from diffusion_core.metrics import (features, frechet_distance, paired_bootstrap, sample_yardsticks,
                                     train_digit_classifier)
 from diffusion_core.pretrained import load_pretrained
+from machine import cpu_name
 
 HERE = Path(__file__).resolve().parent
 STEPS = (250, 50, 20, 10, 5)
@@ -58,14 +59,6 @@ SAMPLERS = {  # name -> (sampler, options)
 }
 TARGET = 1.10  # a sampler "reaches" the best 250-step Fréchet distance within 10%
 BPD_MODELS = ("digits_simple", "digits_vlb", "digits_hybrid")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def sample_levels(diffusion, model, sampler, x_T: torch.Tensor, **options) -> tuple[torch.Tensor, float]:

@@ -68,6 +68,7 @@ from diffusion_core.recipe import TrainConfig, build_diffusion, build_model, loa
 from diffusion_core.training import EMA, make_timestep_sampler, seed_everything, train, train_step, warmup_factor
 
 from diffusion_core.sampling import sample_dpm_solver
+from machine import cpu_name
 
 FAST_SAMPLER = "SDE-DPM-Solver++(2M)"  # the command line's default sampler
 
@@ -759,14 +760,6 @@ def versions() -> dict:
     names = ("torch", "denoising-diffusion-pytorch", "diffusers", "ema-pytorch", "scikit-learn")
     return {"python": platform.python_version(), "diffusion_core": diffusion_core.__version__,
             **{n: version(n) for n in names}}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def summarize(evals: dict[str, dict], real: dict, budgets: list[float]) -> dict:
