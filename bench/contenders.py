@@ -125,6 +125,9 @@ def contenders() -> dict[str, Contender]:
 
     out["ours digits 1x8x8"] = Contender("ours digits 1x8x8", "ours", (1, 8, 8), digits,
                                          "UNetConfig.digits() (dropout 0.1, as the preset)")
+    out["ours digits channels_last 1x8x8"] = Contender(
+        "ours digits channels_last 1x8x8", "ours", (1, 8, 8), digits,
+        "UNetConfig.digits() (dropout 0.1, as the preset); channels_last", channels_last=True)
     return out
 
 

@@ -38,15 +38,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 import diffusion_core
 from diffusion_core import sample_ddim, sample_ddpm, sample_dpm_solver, sample_strided, viz
 from diffusion_core.data import DIGITS_LEVELS, load_digits, to_levels, to_unit_range
 from diffusion_core.likelihoods import COMMAND, load_table
-from diffusion_core.metrics import (features, frechet_distance, paired_bootstrap, sample_yardsticks,
-                                    train_digit_classifier)
+from diffusion_core.metrics import (
+    features,
+    frechet_distance,
+    paired_bootstrap,
+    sample_yardsticks,
+    train_digit_classifier,
+)
 from diffusion_core.pretrained import load_pretrained
-from machine import cpu_name
 
 HERE = Path(__file__).resolve().parent
 STEPS = (250, 50, 20, 10, 5)

@@ -2,25 +2,25 @@
 lucidrains' denoising-diffusion-pytorch and diffusers' unconditional example, at equal
 wall-clock training budgets, on scikit-learn's 8x8 digits (the 1497 training digits).
 
-    python bench/time_to_quality.py [--budgets 60 120 300] [--threads 2]   # about 35 min
+    python bench/time_to_quality.py [--budgets 60 120 300] [--threads 2]   # about 22 min
     python bench/time_to_quality.py --quick                                 # about 7 min
     python bench/time_to_quality.py --check                                 # self-checks, ~3 min
 
-Of the 35 minutes, 15 are training (3 contenders x 300 s), about 3 our sampler on every kept
-network, and 10-20 the own samplers at the budgets (1000 network calls per sample set for
-both peers; lucidrains' Unet alone takes about 0.25 s a call for 200 samples on one thread).
-Everything scales with the budgets, --n and --n-own.
+Of the 22 minutes, 15 are training (3 contenders x 300 s), about 3 our sampler on every kept
+network, and 3-4 the own samplers at the largest budget (1000 network calls per sample set
+for both peers; --own-at all samples every budget, 5-10 minutes more). Everything scales
+with the budgets, --n and --n-own.
 
 The contenders take turns, each training for a slice of about 2 s of its own clock (only its
 own optimizer steps are timed), so that load from other processes hits all of them alike.
 Whenever a contender's clock crosses a grid point (every --grid seconds, and at each budget)
 a copy of its EMA network is kept. After training every copy is sampled with OUR fast
 sampler (SDE-DPM-Solver++(2M), the command line's default, 20 steps, from one batch of
-starting noise shared by all) and, at the budgets, with the contender's OWN default
-sampler, and each sample set is scored by two
-classifiers: the book's digit CNN (`diffusion_core.metrics`) and an independent RBF SVC on
-raw pixels. A model is good once its confident share is >= 0.85 and its Fréchet distance is
-at most 2x that of 300 held-out real digits, under both classifiers. Writes
+starting noise shared by all) and, at the largest budget, with the contender's OWN default
+sampler, and each sample set is scored by two classifiers: the book's digit CNN
+(`diffusion_core.metrics`) and an independent RBF SVC on raw pixels, each giving a Fréchet
+distance and a confident share. Two quality targets (`TARGETS`), each under both
+classifiers, give each contender a time to target and the ratios ours / peer. Writes
 time_to_quality.json; report.py turns it into the first section of RESULTS.md and a plot.
 
 Runs in bench/.venv (see setup.sh). The peers' recipes and where this differs from them are
@@ -50,6 +50,7 @@ import contenders as _stubs  # noqa: F401  (puts the torchvision stand-in on sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import cpu_name
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -65,19 +66,23 @@ from diffusion_core.metrics import (
     train_digit_classifier,
 )
 from diffusion_core.recipe import TrainConfig, build_diffusion, build_model, load_labelled
-from diffusion_core.training import EMA, make_timestep_sampler, seed_everything, train, train_step, warmup_factor
-
 from diffusion_core.sampling import sample_dpm_solver
-from machine import cpu_name
+from diffusion_core.training import EMA, make_timestep_sampler, seed_everything, train, train_step, warmup_factor
 
 FAST_SAMPLER = "SDE-DPM-Solver++(2M)"  # the command line's default sampler
 
 HERE = Path(__file__).resolve().parent
 
-# The quality target: under BOTH classifiers, confident share >= TARGET_CONFIDENT and Fréchet
-# distance <= TARGET_FD_FACTOR x that of the held-out real digits (the floor).
-TARGET_CONFIDENT = 0.85
-TARGET_FD_FACTOR = 2.0
+# The quality targets, each under BOTH classifiers: a confident share of at least `confident`
+# (or `confident_of_real` x that of the held-out real digits) and a Fréchet distance of at
+# most `fd_factor` x theirs (the floor). "strict" is the issue's example; no contender met it
+# within 300 s in the first run, partly because real digits themselves are only 0.87
+# confident under the SVC. "relative" asks for 90% of the real digits' confident share under
+# each classifier and 3x their Fréchet distance: a target that good samples do reach.
+TARGETS = {
+    "strict": {"confident": 0.85, "fd_factor": 2.0},
+    "relative": {"confident_of_real": 0.9, "fd_factor": 3.0},
+}
 CONFIDENCE = 0.9  # a sample is confident when the classifier's top probability is >= this
 CLASSIFIERS = ("book", "svc")
 NOISE_SEED = 1  # the starting noise x_T shared by every contender and sampler
@@ -85,7 +90,7 @@ OWN_STEPS = {"ours": 20, "lucidrains": 1000, "diffusers": 1000}
 FD_BOOTSTRAP = 50  # bootstrap replicates for the Fréchet distance's standard error
 CHECK_STEPS = 30  # --check: ours' first steps against train()
 
-DEFAULTS = dict(budgets=[60.0, 120.0, 300.0], grid=20.0, n=300, n_own=100, own_at="all")
+DEFAULTS = dict(budgets=[60.0, 120.0, 300.0], grid=20.0, n=300, n_own=100, own_at="last")
 QUICK = dict(budgets=[20.0, 40.0, 60.0], grid=10.0, n=200, n_own=100, own_at="last")
 
 
@@ -493,9 +498,16 @@ class Scorer:
         return out
 
 
-def meets_target(scores: dict, real: dict) -> bool:
-    return all(scores[k]["confident"] >= TARGET_CONFIDENT
-               and scores[k]["frechet"] <= TARGET_FD_FACTOR * real[k]["frechet"] for k in CLASSIFIERS)
+def thresholds(target: dict, real: dict) -> dict:
+    """A target's numbers per classifier: {"confident_min": {k: share}, "fd_max": {k: FD}}."""
+    return {"confident_min": {k: target["confident"] if "confident" in target
+                              else target["confident_of_real"] * real[k]["confident"] for k in CLASSIFIERS},
+            "fd_max": {k: target["fd_factor"] * real[k]["frechet"] for k in CLASSIFIERS}}
+
+
+def meets(scores: dict, limits: dict) -> bool:
+    return all(scores[k]["confident"] >= limits["confident_min"][k] and scores[k]["frechet"] <= limits["fd_max"][k]
+               for k in CLASSIFIERS)
 
 
 # -----------------------------------------------------------------------------
@@ -590,9 +602,9 @@ def evaluate(contenders: list[Contender], runs: dict[str, dict], scorer: Scorer,
     return rows
 
 
-def time_to_target(rows: list[dict], real: dict) -> float | None:
+def time_to_target(rows: list[dict], limits: dict) -> float | None:
     """The first training time (s) at which the target holds; None: never within the run."""
-    return next((r["time"] for r in sorted(rows, key=lambda r: r["time"]) if meets_target(r, real)), None)
+    return next((r["time"] for r in sorted(rows, key=lambda r: r["time"]) if meets(r, limits)), None)
 
 
 def ratio(ours: float | None, peer: float | None, top: float) -> dict:
@@ -709,7 +721,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, help=f"samples per snapshot with our sampler (default {DEFAULTS['n']})")
     parser.add_argument("--n-own", type=int,
                         help=f"samples per budget with each own sampler (default {DEFAULTS['n_own']})")
-    parser.add_argument("--own-at", choices=("all", "last"), help="budgets sampled with the own samplers (default all)")
+    parser.add_argument("--own-at", choices=("all", "last"),
+                        help="budgets sampled with the own samplers (default last)")
     parser.add_argument("--quick", action="store_true",
                         help="budgets 20 40 60, grid 10, n 200, n-own 100, own samplers at the last budget "
                              "only (explicit options still win)")
@@ -762,28 +775,37 @@ def versions() -> dict:
             **{n: version(n) for n in names}}
 
 
-def summarize(evals: dict[str, dict], real: dict, budgets: list[float]) -> dict:
-    """Time to target per contender and sampler, and the ratios ours / peer."""
+def summarize(evals: dict[str, dict], limits: dict, budgets: list[float]) -> dict:
+    """For one target: time to it per contender and sampler, and the ratios ours / peer."""
     top = budgets[-1]
-    ttt = {kind: {name: time_to_target(e[kind], real) for name, e in evals.items()} for kind in ("fast", "own")}
+    ttt = {kind: {name: time_to_target(e[kind], limits) for name, e in evals.items()} for kind in ("fast", "own")}
     ratios = {kind: {peer: ratio(t["ours"], t[peer], top) for peer in t if peer != "ours"}
               for kind, t in ttt.items()}
     return {"time_to_target": ttt, "ratios": ratios}
 
 
+def describe(name: str, target: dict, limits: dict) -> str:
+    conf = (f"confident >= {target['confident']}" if "confident" in target
+            else f"confident >= {target['confident_of_real']:g}x real")
+    numbers = ", ".join(f"{k}: confident >= {limits['confident_min'][k]:.3f}, FD <= {limits['fd_max'][k]:.3f}"
+                        for k in CLASSIFIERS)
+    return f"{name} target ({conf} and FD <= {target['fd_factor']:g}x real, both classifiers; {numbers})"
+
+
 def print_table(result: dict) -> None:
     real, top = result["real"], result["config"]["budgets"][-1]
-    ttt, ratios = result["summary"]["time_to_target"], result["summary"]["ratios"]
     cell = lambda t: f"{t:.0f} s" if t is not None else f"> {top:g} s"  # noqa: E731
     print(f"\nreal held-out digits: FD book {real['book']['frechet']:.3f}, svc {real['svc']['frechet']:.3f}; "
           f"confident book {real['book']['confident']:.3f}, svc {real['svc']['confident']:.3f}")
-    print(f"target: confident >= {TARGET_CONFIDENT} and FD <= {TARGET_FD_FACTOR:g}x real, both classifiers")
-    for kind, label in (("fast", f"our sampler ({FAST_SAMPLER}, {result['config']['fast_steps']} steps)"),
-                        ("own", "each own sampler, at the budgets")):
-        times = ", ".join(f"{n} {cell(t)}" for n, t in ttt[kind].items())
-        rs = ", ".join(f"ours/{p} {r['kind'] if r['kind'] != '=' else ''}{r['value']:.2f}"
-                       if r["value"] is not None else f"ours/{p} -" for p, r in ratios[kind].items())
-        print(f"time to target, {label}: {times}; {rs}")
+    for name, target in result["config"]["targets"].items():
+        print(describe(name, target, target["limits"]))
+        ttt, ratios = result["summary"][name]["time_to_target"], result["summary"][name]["ratios"]
+        for kind, label in (("fast", f"our sampler ({FAST_SAMPLER}, {result['config']['fast_steps']} steps)"),
+                            ("own", "each own sampler")):
+            times = ", ".join(f"{n} {cell(t)}" for n, t in ttt[kind].items())
+            rs = ", ".join(f"ours/{p} {r['kind'] if r['kind'] != '=' else ''}{r['value']:.2f}"
+                           if r["value"] is not None else f"ours/{p} -" for p, r in ratios[kind].items())
+            print(f"  time to it, {label}: {times}; {rs}")
     print("\ncontender    sampler  budget  step   FD book  conf book  FD svc  conf svc")
     for name, e in result["contenders"].items():
         for kind in ("fast", "own"):
@@ -820,15 +842,18 @@ def main() -> None:
     train_seconds = time.perf_counter() - train_start
     torch.set_num_threads(args.eval_threads)
     evals = evaluate(contenders, runs, scorer, args.budgets, args)
+    targets = {name: {**t, "limits": thresholds(t, real)} for name, t in TARGETS.items()}
+    for rows in (r for e in evals.values() for r in e.values()):
+        for row in rows:
+            row["meets"] = {name: meets(row, t["limits"]) for name, t in targets.items()}
     result = {
         "config": {"budgets": args.budgets, "grid": args.grid, "points": points, "n": args.n,
                    "n_own": args.n_own, "own_at": args.own_at, "fast_steps": args.fast_steps,
                    "fast_sampler": FAST_SAMPLER, "slice": args.slice, "threads": args.threads,
                    "eval_threads": args.eval_threads,
                    "quick": args.quick, "noise_seed": NOISE_SEED, "n_real": 300, "n_train": 1497,
-                   "target": {"confident": TARGET_CONFIDENT, "fd_factor": TARGET_FD_FACTOR,
-                              "confidence": CONFIDENCE, "classifiers": list(CLASSIFIERS)},
-                   "classifiers": {"book": "diffusion_core.metrics.train_digit_classifier(seed=0): "
+                   "targets": targets, "confidence": CONFIDENCE, "classifiers": list(CLASSIFIERS),
+                   "classifier_notes": {"book": "diffusion_core.metrics.train_digit_classifier(seed=0): "
                                            "Fréchet distance on its 64 penultimate features",
                                    "svc": "sklearn SVC(kernel='rbf', probability=True, random_state=0) "
                                           "on raw pixels: Fréchet distance on its 10 ovr decision values, "
@@ -847,7 +872,7 @@ def main() -> None:
                      "evals": evals[c.name]}
             for c in contenders},
     }
-    result["summary"] = summarize(evals, real, args.budgets)
+    result["summary"] = {name: summarize(evals, t["limits"], args.budgets) for name, t in targets.items()}
     result["meta"].update(load_avg_1min_end=os.getloadavg()[0], train_wall_seconds=train_seconds,
                           seconds=time.perf_counter() - start)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-# Float results on CPU depend on the thread count; fix it so runs reproduce.
-torch.set_num_threads(int(os.environ.get("DIFFUSION_TEST_THREADS", "2")))
+# Float results on CPU depend on the thread count; fix it so runs reproduce. Under
+# pytest-xdist (`make test` runs `-n auto`) each worker takes one thread: two workers of two
+# threads on two cores make every small op wait for a descheduled thread.
+_DEFAULT_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+torch.set_num_threads(int(os.environ.get("DIFFUSION_TEST_THREADS", _DEFAULT_THREADS)))
 
 pytest_plugins = ["pytester"]  # tests of the book's pytest set-up run pytest in a temporary dir
 

@@ -57,3 +57,24 @@ def test_plain_pytest_nbval_uses_the_sanitizer(pytester):
             assert pytestconfig.option.nbval_sanitize_with.endswith("nbval_sanitize.cfg")
     """)
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_parallel_chapters_need_loadscope(pytester, monkeypatch):
+    """Spread over xdist workers, a notebook's cells must stay on one worker, in order:
+    book/conftest.py refuses the default --dist load up front, and under loadscope each
+    worker's kernels get one torch thread."""
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("BOOK_THREADS", raising=False)
+    conftest = (BOOK / "conftest.py").read_text()
+    pytester.makeconftest(conftest.replace('Path(__file__).with_name("nbval_sanitize.cfg")',
+                                           f'Path({str(BOOK / "nbval_sanitize.cfg")!r})'))
+    pytester.makepyfile(test_threads="""
+        import os
+        def test_threads():
+            assert os.environ["BOOK_THREADS"] == "1"
+    """)
+    refused = pytester.runpytest_subprocess("-n", "2", "--nbval", "-p", "no:cacheprovider")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*--dist load would spread one notebook's cells*loadscope*"])
+    pytester.runpytest_subprocess("-n", "2", "--dist", "loadscope", "--nbval",
+                                  "-p", "no:cacheprovider").assert_outcomes(passed=1)
