@@ -3,8 +3,8 @@
 # recipes to good digits at equal training budgets, time every contender, profile the
 # 1x28x28 ones (on one thread), measure the quality yardstick of the shipped digits models,
 # and write bench/time_to_quality.json, results.json, profile.json, quality.json (+ their
-# PNGs) and RESULTS.md. About an hour on an idle 2-core CPU (time to quality about 35,
-# speed and profile 15, quality 10); longer when the machine is shared.
+# PNGs) and RESULTS.md. 45.6 minutes on 2 cores on 2026-12-03 (time to quality 23, speed 7,
+# profile 4, quality 12.5); longer when the machine is shared.
 #   bash bench/run.sh                   everything
 #   bash bench/run.sh quick             a smoke run in about 10 minutes: time to quality
 #                                       --quick, one round of speed at 1x28x28, the report;

@@ -9,8 +9,9 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+import torch
 
-from diffusion_core.cli import build_parser, config_from_args, main
+from diffusion_core.cli import UsageError, build_parser, config_from_args, main, use_channels_last
 from diffusion_core.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,28 @@ def test_train_sample_nll_end_to_end(tmp_path, capsys):
     assert estimate["prior"][0] == pytest.approx(exact["prior"][0], abs=1e-4)  # no noise in L_T
     (est, se_est), (ex, se_ex) = estimate["total"], exact["total"]
     assert abs(est - ex) < 5 * (se_est**2 + se_ex**2) ** 0.5 + 0.05, (estimate, exact)
+
+
+def test_channels_last_changes_the_speed_not_the_samples(tmp_path, capsys):
+    """NHWC changes how oneDNN runs the convolutions, not what they compute: from one seed both
+    layouts draw the same digits up to float rounding (20 stochastic steps; a reshape that
+    assumed NCHW strides would scramble them). The default: NHWC for images on the CPU only."""
+    samples = {}
+    for flag in ("--channels-last", "--no-channels-last"):
+        out = cli(capsys, "sample", "--pretrained", "digits_simple", "--n", "16", flag,
+                  "--out", str(tmp_path / f"{flag}.npz"), "--quiet")
+        assert out.returncode == 0, out.stderr
+        with np.load(tmp_path / f"{flag}.npz") as f:
+            samples[flag] = f["samples"]
+    assert np.abs(samples["--channels-last"] - samples["--no-channels-last"]).max() < 1e-3
+    assert samples["--channels-last"].std() > 0.3  # digits, not a constant
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_channels_last(None, (1, 8, 8), cpu) and not use_channels_last(None, (1, 8, 8), cuda)
+    assert not use_channels_last(None, (2,), cpu) and not use_channels_last(False, (1, 8, 8), cpu)
+    assert use_channels_last(True, (1, 8, 8), cuda)
+    with pytest.raises(UsageError, match="--channels-last needs an image model"):
+        use_channels_last(True, (2,), cpu)
 
 
 def test_errors_exit_with_code_2_and_a_message(tmp_path, capsys):
