@@ -602,9 +602,10 @@ def evaluate(contenders: list[Contender], runs: dict[str, dict], scorer: Scorer,
     return rows
 
 
-def time_to_target(rows: list[dict], limits: dict) -> float | None:
-    """The first training time (s) at which the target holds; None: never within the run."""
-    return next((r["time"] for r in sorted(rows, key=lambda r: r["time"]) if meets(r, limits)), None)
+def time_to_target(rows: list[dict], target: str) -> float | None:
+    """The first training time (s) at which the target holds (each row's "meets"); None: never
+    within the run."""
+    return next((r["time"] for r in sorted(rows, key=lambda r: r["time"]) if r["meets"][target]), None)
 
 
 def ratio(ours: float | None, peer: float | None, top: float) -> dict:
@@ -775,10 +776,10 @@ def versions() -> dict:
             **{n: version(n) for n in names}}
 
 
-def summarize(evals: dict[str, dict], limits: dict, budgets: list[float]) -> dict:
+def summarize(evals: dict[str, dict], target: str, budgets: list[float]) -> dict:
     """For one target: time to it per contender and sampler, and the ratios ours / peer."""
     top = budgets[-1]
-    ttt = {kind: {name: time_to_target(e[kind], limits) for name, e in evals.items()} for kind in ("fast", "own")}
+    ttt = {kind: {name: time_to_target(e[kind], target) for name, e in evals.items()} for kind in ("fast", "own")}
     ratios = {kind: {peer: ratio(t["ours"], t[peer], top) for peer in t if peer != "ours"}
               for kind, t in ttt.items()}
     return {"time_to_target": ttt, "ratios": ratios}
@@ -872,7 +873,7 @@ def main() -> None:
                      "evals": evals[c.name]}
             for c in contenders},
     }
-    result["summary"] = {name: summarize(evals, t["limits"], args.budgets) for name, t in targets.items()}
+    result["summary"] = {name: summarize(evals, name, args.budgets) for name in targets}
     result["meta"].update(load_avg_1min_end=os.getloadavg()[0], train_wall_seconds=train_seconds,
                           seconds=time.perf_counter() - start)
     args.out.parent.mkdir(parents=True, exist_ok=True)
