@@ -9,7 +9,9 @@ machine that other processes share, each op also waits at its end for the second
 to be scheduled again, and that wait, the same for a tiny op as for a big one, swamps
 the small ops (an AdamW step measured 5-15 ms on one thread, 1-2 s on two, under load).
 
-    python bench/profile_ops.py [--steps 2 --threads 1 --out bench/profile.json]
+The default layouts only (about 2 minutes); --tuned adds the channels_last twins.
+
+    python bench/profile_ops.py [--steps 2 --threads 1 --tuned --out bench/profile.json]
 """
 
 from __future__ import annotations
@@ -62,13 +64,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shape", default="1x28x28")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--tuned", action="store_true",
+                        help="also profile the channels_last twins (doubles the run time)")
     parser.add_argument("--out", type=Path, default=HERE / "profile.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    names = [n for n in contenders() if n.endswith(f" {args.shape}")]
+    names = [n for n, c in contenders().items()
+             if n.endswith(f" {args.shape}") and (args.tuned or not c.channels_last)]
     totals = profile_steps(names, args.steps)
-    out = {"shape": args.shape, "steps": args.steps, "threads": args.threads, "contenders": {}}
+    out = {"shape": args.shape, "steps": args.steps, "threads": args.threads, "tuned": args.tuned,
+           "contenders": {}}
     for name, per_op in totals.items():
         per_step = {op: ms / args.steps for op, ms in per_op.items()}
         families = Counter()

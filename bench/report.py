@@ -87,6 +87,37 @@ def ratio_table(pairs: list[dict]) -> list[str]:
     return lines
 
 
+def tuned_name(name: str) -> str:
+    """'diffusers 1x28x28' -> 'diffusers channels_last 1x28x28' (contenders.py's naming)."""
+    network, shape = name.rsplit(" ", 1)
+    return f"{network} channels_last {shape}"
+
+
+def best_layout_table(contenders: dict, pairs: list[dict]) -> list[str]:
+    """Ours at its faster layout against each peer at its own faster layout, per step kind.
+    The faster layout is the one with the lower median step time over all rounds; the ratio
+    is then taken per round from the same interleaved rounds, as in the pair table."""
+    def best(name: str, kind: str) -> tuple[str, dict]:
+        options = {"default": contenders[name], "channels_last": contenders[tuned_name(name)]}
+        layout = min(options, key=lambda k: statistics.median(flat(options[k][kind]["wall"])))
+        return layout, options[layout]
+
+    lines = ["| ours vs peer | train: layouts ours / peer | train speed ours/peer | "
+             "sample: layouts ours / peer | sample speed ours/peer |", "|---|---|---:|---|---:|"]
+    for p in pairs:
+        if " channels_last " in p["ours"] or not all(
+                tuned_name(n) in contenders for n in (p["ours"], p["peer"])):
+            continue
+        cells = []
+        for kind in ("train", "sample"):
+            (ours_layout, ours), (peer_layout, peer) = best(p["ours"], kind), best(p["peer"], kind)
+            ratios = [statistics.median(pr) / statistics.median(o)
+                      for pr, o in zip(peer[kind]["wall"], ours[kind]["wall"], strict=True)]
+            cells += [f"{ours_layout} / {peer_layout}", ratio_cell(ratios)]
+        lines.append(f"| {p['ours']} vs {p['peer']} | " + " | ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
+
+
 def target_lines(pairs: list[dict]) -> list[str]:
     """Per shape and size: is ours >= 1.3x the fastest peer (median train speed ratio)?"""
     lines = []
@@ -466,6 +497,14 @@ def render(results: dict, profile: dict | None, quality: dict | None = None, ttq
         "",
         *target_lines(results["pairs"]),
         "",
+    ]
+    best = best_layout_table(results["contenders"], results["pairs"])
+    if best:
+        out += ["## Each network at its faster layout", "",
+                "What a user who picks the faster memory layout for each network gets: ours at its "
+                "faster layout (default or channels_last) against each peer at its own, per step kind.",
+                "", *best, ""]
+    out += [
         "## Every contender",
         "",
     ]

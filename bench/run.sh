@@ -28,7 +28,7 @@ if [ "$MODE" != quality ]; then
     if [ "$MODE" = quick ]; then
         $PY time_to_quality.py --quick --threads 2 --out "$OUT/time_to_quality.json" \
             --command "bash bench/run.sh quick"
-        $PY speed.py --threads 2 --rounds 1 --shapes 1x28x28 --out "$OUT/results.json" \
+        $PY speed.py --threads 2 --rounds 1 --steps 1 --sample-steps 2 --shapes 1x28x28 --out "$OUT/results.json" \
             --command "bash bench/run.sh quick"
     else
         $PY time_to_quality.py --threads 2 --command "bash bench/run.sh${*:+ $*}"

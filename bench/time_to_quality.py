@@ -90,8 +90,8 @@ OWN_STEPS = {"ours": 20, "lucidrains": 1000, "diffusers": 1000}
 FD_BOOTSTRAP = 50  # bootstrap replicates for the Fréchet distance's standard error
 CHECK_STEPS = 30  # --check: ours' first steps against train()
 
-DEFAULTS = dict(budgets=[60.0, 120.0, 300.0], grid=20.0, n=300, n_own=100, own_at="last")
-QUICK = dict(budgets=[20.0, 40.0, 60.0], grid=10.0, n=200, n_own=100, own_at="last")
+DEFAULTS = dict(budgets=[60.0, 120.0, 300.0], grid=30.0, n=300, n_own=100, own_at="last")
+QUICK = dict(budgets=[20.0, 40.0, 60.0], grid=10.0, n=200, n_own=50, own_at="last")
 
 
 # -----------------------------------------------------------------------------
@@ -725,7 +725,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--own-at", choices=("all", "last"),
                         help="budgets sampled with the own samplers (default last)")
     parser.add_argument("--quick", action="store_true",
-                        help="budgets 20 40 60, grid 10, n 200, n-own 100, own samplers at the last budget "
+                        help="budgets 20 40 60, grid 10, n 200, n-own 50, own samplers at the last budget "
                              "only (explicit options still win)")
     parser.add_argument("--fast-steps", type=int, default=20, help="steps of our fast sampler (default 20)")
     parser.add_argument("--slice", type=float, default=2.0, help="seconds of training per turn (default 2)")
