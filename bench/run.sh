@@ -3,8 +3,9 @@
 # recipes to good digits at equal training budgets, time every contender, profile the
 # 1x28x28 ones (on one thread), measure the quality yardstick of the shipped digits models,
 # and write bench/time_to_quality.json, results.json, profile.json, quality.json (+ their
-# PNGs) and RESULTS.md. 45.6 minutes on 2 cores on 2026-12-03 (time to quality 23, speed 7,
-# profile 4, quality 12.5); longer when the machine is shared.
+# PNGs) and RESULTS.md. 34.7 minutes on 2 cores on 2026-12-03 (time to quality 19, of it 15
+# training; speed 4.4, profile 1, quality 10); longer on a slower or shared machine (about
+# 42 at the 1.4x slower speed of that afternoon).
 #   bash bench/run.sh                   everything
 #   bash bench/run.sh quick             a smoke run in about 10 minutes: time to quality
 #                                       --quick, one round of speed at 1x28x28, the report;

@@ -2,14 +2,14 @@
 lucidrains' denoising-diffusion-pytorch and diffusers' unconditional example, at equal
 wall-clock training budgets, on scikit-learn's 8x8 digits (the 1497 training digits).
 
-    python bench/time_to_quality.py [--budgets 60 120 300] [--threads 2]   # about 22 min
-    python bench/time_to_quality.py --quick                                 # about 7 min
+    python bench/time_to_quality.py [--budgets 60 120 300] [--threads 2]   # 19-22 min
+    python bench/time_to_quality.py --quick                                 # about 6 min
     python bench/time_to_quality.py --check                                 # self-checks, ~3 min
 
-Of the 22 minutes, 15 are training (3 contenders x 300 s), about 3 our sampler on every kept
-network, and 3-4 the own samplers at the largest budget (1000 network calls per sample set
+Of the 19-22 minutes, 15 are training (3 contenders x 300 s), 2-3 our sampler on the 30 kept
+networks, and 2-4 the own samplers at the largest budget (1000 network calls per sample set
 for both peers; --own-at all samples every budget, 5-10 minutes more). Everything scales
-with the budgets, --n and --n-own.
+with the budgets, --grid, --n and --n-own.
 
 The contenders take turns, each training for a slice of about 2 s of its own clock (only its
 own optimizer steps are timed), so that load from other processes hits all of them alike.
